@@ -1,0 +1,307 @@
+//! The greenlet record ([`Inner`]) and the per-thread context that knows
+//! which greenlet is running.
+//!
+//! **Architecture Invariant:** `CURRENT` always points at a live `Inner`:
+//! either this thread's main greenlet (owned by [`Ctx`]) or the greenlet the
+//! trampoline is resuming (kept alive by the trampoline's own reference for
+//! the whole resume).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+use corosensei::{Coroutine, Yielder};
+
+use super::payload::{Expect, Msg, Outcome, Req};
+use super::trampoline::Schedule;
+use crate::stack::PooledStack;
+
+/// The coroutine type every greenlet runs on.
+pub(crate) type Coro = Coroutine<Msg, Req, Outcome, PooledStack>;
+
+/// Where a greenlet is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Created, never switched to.
+    NotStarted,
+    /// Its code is executing now (it is `current()`).
+    Running,
+    /// Waiting in an explicit `switch` for a value.
+    Suspended,
+    /// Waiting in the hub for an event, a timer or a join.
+    Parked,
+    /// Queued in the hub's ready queue with a pending message.
+    Ready,
+    /// Its body returned, panicked or was killed.
+    Dead,
+}
+
+/// One greenlet. Shared through `Rc`; never leaves its thread.
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) is_main: bool,
+    /// Managed by the hub (spawned): finishes into the hub, not a parent.
+    pub(crate) spawned: bool,
+    pub(crate) state: Cell<State>,
+    /// The type the greenlet waits for while `NotStarted` or `Suspended`.
+    pub(crate) expects: Cell<Expect>,
+    /// `None` for main and for spawned greenlets (their parent is the hub).
+    pub(crate) parent: RefCell<Option<Rc<Inner>>>,
+    pub(crate) coro: RefCell<Option<Coro>>,
+    /// Set by the body on first resume; valid while the coroutine lives.
+    pub(crate) yielder: Cell<*const Yielder<Msg, Req>>,
+    pub(crate) stack_size: usize,
+    /// Message for the scheduler to resume it with (state `Ready`).
+    pub(crate) pending: Cell<Option<Msg>>,
+    /// Bumped at every park; wake tokens carry the value they were made for.
+    pub(crate) park_gen: Cell<u64>,
+    /// Deadlines of the `Timeout` scopes armed by this greenlet:
+    /// `(scope id, deadline, fired)`.
+    pub(crate) deadlines: RefCell<Vec<(u64, Instant, bool)>>,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        name: Option<Box<str>>,
+        spawned: bool,
+        parent: Option<Rc<Inner>>,
+        expects: Expect,
+        stack_size: usize,
+    ) -> Self {
+        Inner {
+            id: next_id(),
+            name,
+            is_main: false,
+            spawned,
+            state: Cell::new(State::NotStarted),
+            expects: Cell::new(expects),
+            parent: RefCell::new(parent),
+            coro: RefCell::new(None),
+            yielder: Cell::new(std::ptr::null()),
+            stack_size,
+            pending: Cell::new(None),
+            park_gen: Cell::new(0),
+            deadlines: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn new_main() -> Self {
+        let mut inner = Inner::new(Some("main".into()), false, None, Expect::of::<()>(), 0);
+        inner.is_main = true;
+        inner.state.set(State::Running);
+        inner
+    }
+
+    /// The greenlet's name: the one given to its builder, or `Greenlet-<id>`.
+    pub(crate) fn name(&self) -> String {
+        match &self.name {
+            Some(n) => n.to_string(),
+            None => format!("Greenlet-{}", self.id),
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.state.get() == State::Dead
+    }
+
+    /// Makes this greenlet `Dead` and releases its stack.
+    pub(crate) fn bury(&self) {
+        self.state.set(State::Dead);
+        self.yielder.set(std::ptr::null());
+        let coro = self.coro.borrow_mut().take();
+        drop(coro);
+        self.deadlines.borrow_mut().clear();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Some(coro) = self.coro.get_mut().take() else { return };
+        if !coro.started() || coro.done() {
+            return; // Never ran, or finished: dropping is cheap and local.
+        }
+        // Suspended with live frames: hand it to the hub, which raises
+        // GreenletExit in it from a proper scheduling point. During thread
+        // teardown there is no hub any more: abandon it (no destructors run,
+        // like an OS thread at process exit).
+        let orphan = Inner::new(self.name.take(), true, None, self.expects.get(), self.stack_size);
+        orphan.yielder.set(self.yielder.get());
+        *orphan.coro.borrow_mut() = Some(coro);
+        orphan.state.set(State::Suspended);
+        match scheduler() {
+            Some(s) => s.adopt(Rc::new(orphan)),
+            None => {
+                let coro = orphan.coro.borrow_mut().take();
+                std::mem::forget(coro);
+                std::mem::forget(orphan);
+            }
+        }
+    }
+}
+
+fn next_id() -> u64 {
+    thread_local! { static NEXT: Cell<u64> = const { Cell::new(1) }; }
+    NEXT.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    })
+}
+
+/// Per-thread context: the main greenlet and the installed scheduler.
+struct Ctx {
+    main: *const Inner,
+    sched: RefCell<Option<Rc<dyn Schedule>>>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        TEARDOWN.with(|t| t.set(true));
+        CURRENT.with(|c| c.set(std::ptr::null()));
+        drop(self.sched.borrow_mut().take());
+        // SAFETY: `main` came from `Rc::into_raw` in `Ctx::new` and this is
+        // the matching release.
+        drop(unsafe { Rc::from_raw(self.main) });
+    }
+}
+
+thread_local! {
+    /// The running greenlet (raw for speed and for the overflow handler).
+    static CURRENT: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
+    /// Set once this thread's context is being destroyed.
+    static TEARDOWN: Cell<bool> = const { Cell::new(false) };
+    /// True while the trampoline itself (not greenlet or main code) runs.
+    static IN_SCHEDULER: Cell<bool> = const { Cell::new(false) };
+    static CTX: Ctx = {
+        crate::stack::ensure_thread_ready();
+        crate::stack::set_name_hook(name_hook);
+        let main = Rc::into_raw(Rc::new(Inner::new_main()));
+        CURRENT.with(|c| c.set(main));
+        Ctx { main, sched: RefCell::new(None) }
+    };
+}
+
+/// Overflow-handler hook: copies the running greenlet's name. Reads only
+/// plain fields set before the greenlet first ran.
+fn name_hook(buf: &mut [u8]) -> usize {
+    let p = CURRENT.with(Cell::get);
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: CURRENT points at a live Inner (module invariant); `name` and
+    // `id` are never written after construction.
+    let inner = unsafe { &*p };
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        for &b in bytes {
+            if n < buf.len() {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+    };
+    match &inner.name {
+        Some(name) => put(name.as_bytes()),
+        None => {
+            put(b"Greenlet-");
+            let mut digits = [0u8; 20];
+            let mut i = digits.len();
+            let mut id = inner.id;
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (id % 10) as u8;
+                id /= 10;
+                if id == 0 {
+                    break;
+                }
+            }
+            put(&digits[i..]);
+        }
+    }
+    n
+}
+
+/// The running greenlet, as a borrowed pointer.
+///
+/// The returned reference is valid until the next switch; callers use it
+/// only within the current step of the running greenlet.
+pub(crate) fn current_ptr() -> *const Inner {
+    let p = CURRENT.with(Cell::get);
+    if !p.is_null() {
+        return p;
+    }
+    CTX.with(|c| c.main)
+}
+
+/// Runs `f` with the running greenlet.
+#[inline]
+pub(crate) fn with_current<R>(f: impl FnOnce(&Inner) -> R) -> R {
+    // SAFETY: module invariant: CURRENT is live, and nothing can switch
+    // away (and so drop it) while `f` holds the borrow... except `f`
+    // itself, which callers never let switch.
+    f(unsafe { &*current_ptr() })
+}
+
+/// A new strong reference to the running greenlet.
+pub(crate) fn current_rc() -> Rc<Inner> {
+    let p = current_ptr();
+    // SAFETY: `p` came from `Rc::into_raw` (main) or `Rc::into_raw` in the
+    // trampoline, and is live; incrementing first makes `from_raw` own a
+    // fresh count.
+    unsafe {
+        Rc::increment_strong_count(p);
+        Rc::from_raw(p)
+    }
+}
+
+/// A new strong reference to this thread's main greenlet.
+pub(crate) fn main_rc() -> Rc<Inner> {
+    let p = CTX.with(|c| c.main);
+    // SAFETY: `main` came from `Rc::into_raw` and Ctx keeps it alive.
+    unsafe {
+        Rc::increment_strong_count(p);
+        Rc::from_raw(p)
+    }
+}
+
+/// Whether the running greenlet is a spawned one (safe to call from a
+/// panic hook at any time, even during thread teardown).
+pub(crate) fn current_is_spawned() -> bool {
+    let p = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
+    // SAFETY: module invariant: a non-null CURRENT is live.
+    !p.is_null() && unsafe { (*p).spawned && !(*p).is_main }
+}
+
+pub(crate) fn set_current(p: *const Inner) {
+    CURRENT.with(|c| c.set(p));
+}
+
+pub(crate) fn main_ptr() -> *const Inner {
+    CTX.with(|c| c.main)
+}
+
+pub(crate) fn in_scheduler() -> bool {
+    IN_SCHEDULER.with(Cell::get)
+}
+
+pub(crate) fn set_in_scheduler(on: bool) {
+    IN_SCHEDULER.with(|f| f.set(on));
+}
+
+pub(crate) fn tearing_down() -> bool {
+    TEARDOWN.with(Cell::get)
+}
+
+/// The scheduler installed by the hub, if any (and if the thread is not exiting).
+pub(crate) fn scheduler() -> Option<Rc<dyn Schedule>> {
+    if tearing_down() {
+        return None;
+    }
+    CTX.try_with(|c| c.sched.borrow().clone()).ok().flatten()
+}
+
+/// Installs the hub as this thread's scheduler (once).
+pub(crate) fn install_scheduler(s: Rc<dyn Schedule>) {
+    CTX.with(|c| *c.sched.borrow_mut() = Some(s));
+}

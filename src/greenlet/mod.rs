@@ -1,0 +1,430 @@
+//! Greenlets with explicit switch, with the semantics of Python's `greenlet`.
+//!
+//! A [`Greenlet`] wraps a closure that runs on its own pooled stack. Nothing
+//! runs until the first [`switch`](Greenlet::switch); after that, control
+//! moves only when some greenlet switches, returns, or blocks in the hub.
+//!
+//! **API Boundary:** everything here is safe and `!Send`. Misuse (switching
+//! to a dead greenlet, a value of the wrong type, a parent cycle) is an
+//! [`Error`], never a panic.
+
+mod inner;
+mod payload;
+mod trampoline;
+
+use std::any::TypeId;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+use corosensei::{Coroutine, Yielder};
+
+pub(crate) use inner::{
+    Inner, State, current_is_spawned, current_rc, in_scheduler, install_scheduler, main_rc, tearing_down,
+    with_current,
+};
+pub use payload::GreenletExit;
+pub(crate) use payload::{Expect, Msg, Outcome, Req, Wake};
+pub(crate) use trampoline::{Schedule, suspend};
+
+use crate::error::Error;
+use crate::stack;
+
+/// A greenlet: a closure with its own stack that you switch into and out of.
+///
+/// Cloning a `Greenlet` clones the handle, not the greenlet. Dropping the
+/// last handle of a suspended greenlet unwinds it with [`GreenletExit`]
+/// (its destructors run) before the drop returns.
+///
+/// # Send
+/// `Greenlet` is neither `Send` nor `Sync`: a greenlet belongs to the thread
+/// that created it, and handing one to another thread is a compile error.
+///
+/// ```compile_fail
+/// let g = greenhouse::Greenlet::new(|(): ()| ());
+/// std::thread::spawn(move || drop(g));
+/// ```
+///
+/// # Examples
+///
+/// Values travel both ways through `switch`:
+///
+/// ```
+/// use greenhouse::Greenlet;
+///
+/// let doubler = Greenlet::new(|mut n: i32| loop {
+///     // Hand 2n back to main; wait for the next n.
+///     n = Greenlet::main().switch(n * 2).unwrap();
+/// });
+/// assert_eq!(doubler.switch::<i32, i32>(3).unwrap(), 6);
+/// assert_eq!(doubler.switch::<i32, i32>(21).unwrap(), 42);
+/// ```
+#[derive(Clone)]
+pub struct Greenlet {
+    inner: Rc<Inner>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for Greenlet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Greenlet")
+            .field("name", &self.inner.name())
+            .field("state", &self.inner.state.get())
+            .finish()
+    }
+}
+
+impl PartialEq for Greenlet {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Greenlet {}
+
+/// Creates the coroutine for `inner`, with `body` as what runs on its stack.
+///
+/// `body` receives the first message the greenlet is resumed with.
+pub(crate) fn create(
+    inner: Inner,
+    body: impl FnOnce(Msg) -> Outcome + 'static,
+) -> std::io::Result<Rc<Inner>> {
+    let stack = stack::take(inner.stack_size)?;
+    let coro = Coroutine::with_stack(stack, move |y: &Yielder<Msg, Req>, first: Msg| {
+        with_current(|c| c.yielder.set(y as *const _));
+        body(first)
+    });
+    *inner.coro.borrow_mut() = Some(coro);
+    Ok(Rc::new(inner))
+}
+
+impl Greenlet {
+    /// Creates a greenlet that will run `f` on first switch; the value of
+    /// that switch becomes `f`'s argument. Its parent is the greenlet that
+    /// creates it. Uses the [default stack size](crate::DEFAULT_STACK_SIZE).
+    ///
+    /// When `f` returns, its value is delivered to the parent's pending
+    /// `switch`; when it panics, the panic is raised in the parent there.
+    ///
+    /// # Panics
+    /// Panics if no stack can be allocated (the kernel is out of memory or of
+    /// map entries); use [`Greenlet::with_stack_size`] to handle that.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::Greenlet;
+    ///
+    /// let g = Greenlet::new(|name: &'static str| format!("hello, {name}"));
+    /// assert_eq!(g.switch::<_, String>("world").unwrap(), "hello, world");
+    /// assert!(g.is_dead());
+    /// ```
+    pub fn new<A, R, F>(f: F) -> Greenlet
+    where
+        A: 'static,
+        R: 'static,
+        F: FnOnce(A) -> R + 'static,
+    {
+        match Greenlet::with_stack_size(stack::DEFAULT_STACK_SIZE, f) {
+            Ok(g) => g,
+            Err(e) => panic!("greenhouse: cannot create a greenlet: {e}"),
+        }
+    }
+
+    /// Like [`Greenlet::new`], with a stack of at least `stack_size` bytes.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] if the stack cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenhouse::Greenlet::with_stack_size(64 * 1024, |x: u8| x + 1)?;
+    /// assert_eq!(g.switch::<u8, u8>(1)?, 2);
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn with_stack_size<A, R, F>(stack_size: usize, f: F) -> Result<Greenlet, Error>
+    where
+        A: 'static,
+        R: 'static,
+        F: FnOnce(A) -> R + 'static,
+    {
+        let record = Inner::new(None, false, Some(current_rc()), Expect::of::<A>(), stack_size);
+        let inner = create(record, move |first| {
+            let arg = match first {
+                Msg::Throw => return Outcome::Exited,
+                other => match panic::catch_unwind(AssertUnwindSafe(|| payload::receive::<A>(other)))
+                {
+                    Ok(Ok(a)) => a,
+                    Ok(Err(e)) => return Outcome::Failed(e),
+                    Err(p) => return Outcome::from_result(Err(p)),
+                },
+            };
+            Outcome::from_result(panic::catch_unwind(AssertUnwindSafe(move || {
+                Box::new(f(arg)) as Box<dyn std::any::Any>
+            })))
+        })
+        .map_err(|e| Error::Spawn(e.to_string()))?;
+        Ok(Greenlet::from_inner(inner))
+    }
+
+    pub(crate) fn from_inner(inner: Rc<Inner>) -> Greenlet {
+        Greenlet { inner, _not_send: PhantomData }
+    }
+
+    /// The greenlet that is running now (the main greenlet outside any other).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::Greenlet;
+    /// assert_eq!(Greenlet::current(), Greenlet::main());
+    /// let g = Greenlet::new(|(): ()| Greenlet::current().name());
+    /// let name: String = g.switch(()).unwrap();
+    /// assert!(name.starts_with("Greenlet-"));
+    /// ```
+    pub fn current() -> Greenlet {
+        Greenlet::from_inner(current_rc())
+    }
+
+    /// This thread's main greenlet: the thread's own stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(greenhouse::Greenlet::main().is_main());
+    /// ```
+    pub fn main() -> Greenlet {
+        Greenlet::from_inner(main_rc())
+    }
+
+    /// Switches to this greenlet, passing `value`, and returns the value the
+    /// current greenlet is later switched back with.
+    ///
+    /// On the first switch `value` is the greenlet's argument; afterwards it
+    /// is what the target's own pending `switch` returns. Switching to the
+    /// current greenlet returns `value` at once (if `T` is `R`).
+    ///
+    /// # Errors
+    /// - [`Error::Dead`]: the greenlet has finished.
+    /// - [`Error::WrongType`]: it is waiting for another type than `T`
+    ///   (checked before switching, so nothing is lost), or what comes back
+    ///   to us is not an `R`.
+    /// - [`Error::Blocked`]: it is blocked in the hub (sleeping, joining,
+    ///   waiting for IO) or queued by the hub; wake it through what it waits on.
+    /// - [`Error::Killed`]: what we waited on died of [`GreenletExit`].
+    /// - [`Error::Deadlock`]: nothing can ever switch back to us.
+    ///
+    /// # Panics
+    /// If a child whose result comes back to us panicked, its panic is
+    /// raised again here, as Python's greenlet raises it in the parent. If
+    /// we are thrown into while waiting, [`GreenletExit`] unwinds from here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::{Error, Greenlet};
+    ///
+    /// let g = Greenlet::new(|x: u32| x);
+    /// assert!(matches!(g.switch::<&str, u32>("no"), Err(Error::WrongType { .. })));
+    /// assert_eq!(g.switch::<u32, u32>(7), Ok(7));
+    /// assert_eq!(g.switch::<u32, u32>(8), Err(Error::Dead));
+    /// ```
+    pub fn switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, Error> {
+        let target = &self.inner;
+        let me = with_current(|c| c as *const Inner);
+        if std::ptr::eq(me, Rc::as_ptr(target)) {
+            let mut slot = Some(value);
+            return payload::receive::<R>(Msg::Value(payload::Transfer::new(&mut slot)));
+        }
+        self.check_target()?;
+        let want = target.expects.get();
+        if want.id != TypeId::of::<T>() {
+            return Err(Error::WrongType { expected: want.name, found: std::any::type_name::<T>() });
+        }
+        let mut slot = Some(value);
+        let msg = Msg::Value(payload::Transfer::new(&mut slot));
+        with_current(|c| {
+            c.expects.set(Expect::of::<R>());
+            c.state.set(State::Suspended);
+        });
+        let reply = suspend(Req::Switch(target.clone(), msg));
+        drop(slot);
+        payload::receive::<R>(reply)
+    }
+
+    /// Raises [`GreenletExit`] in this greenlet at its suspension point and
+    /// switches to it; returns what the current greenlet is later switched
+    /// back with.
+    ///
+    /// Destructors on its stack run as the unwind passes. If the greenlet
+    /// lets the unwind reach its base it dies, and its parent's pending
+    /// switch returns `Err(Error::Killed)`; if it catches it, it continues
+    /// and may switch back with a value. A greenlet that never started dies
+    /// without running.
+    ///
+    /// # Errors
+    /// As for [`switch`](Greenlet::switch): `Dead`, `Blocked`, `WrongType`,
+    /// `Killed`, `Deadlock`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::{Error, Greenlet};
+    ///
+    /// struct Loud(std::rc::Rc<std::cell::Cell<bool>>);
+    /// impl Drop for Loud {
+    ///     fn drop(&mut self) { self.0.set(true) }
+    /// }
+    /// let dropped = std::rc::Rc::new(std::cell::Cell::new(false));
+    /// let flag = dropped.clone();
+    /// let g = Greenlet::new(move |(): ()| {
+    ///     let _guard = Loud(flag);
+    ///     Greenlet::main().switch::<(), ()>(()).unwrap();
+    /// });
+    /// g.switch::<(), ()>(()).unwrap();
+    /// assert_eq!(g.throw::<()>(), Err(Error::Killed));
+    /// assert!(dropped.get() && g.is_dead());
+    /// ```
+    pub fn throw<R: 'static>(&self) -> Result<R, Error> {
+        let target = &self.inner;
+        if with_current(|c| std::ptr::eq(c, Rc::as_ptr(target))) {
+            panic::resume_unwind(Box::new(GreenletExit));
+        }
+        self.check_target()?;
+        with_current(|c| {
+            c.expects.set(Expect::of::<R>());
+            c.state.set(State::Suspended);
+        });
+        payload::receive::<R>(suspend(Req::Switch(target.clone(), Msg::Throw)))
+    }
+
+    fn check_target(&self) -> Result<(), Error> {
+        match self.inner.state.get() {
+            State::Dead => Err(Error::Dead),
+            State::NotStarted | State::Suspended => Ok(()),
+            State::Parked | State::Ready | State::Running => Err(Error::Blocked),
+        }
+    }
+
+    /// This greenlet's parent: who receives its return value. `None` for the
+    /// main greenlet and for spawned greenlets (whose parent is the hub).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::Greenlet;
+    /// let g = Greenlet::new(|(): ()| ());
+    /// assert_eq!(g.parent(), Some(Greenlet::main()));
+    /// ```
+    pub fn parent(&self) -> Option<Greenlet> {
+        self.inner.parent.borrow().clone().map(Greenlet::from_inner)
+    }
+
+    /// Makes `parent` this greenlet's parent.
+    ///
+    /// # Errors
+    /// [`Error::ParentCycle`] if `parent` is this greenlet or one of its
+    /// descendants; [`Error::Invalid`] for the main greenlet and for spawned
+    /// greenlets, whose parent is fixed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::{Error, Greenlet};
+    /// let a = Greenlet::new(|(): ()| ());
+    /// let b = Greenlet::new(|(): ()| ());
+    /// b.set_parent(&a)?;
+    /// assert_eq!(a.set_parent(&b), Err(Error::ParentCycle));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn set_parent(&self, parent: &Greenlet) -> Result<(), Error> {
+        if self.inner.is_main {
+            return Err(Error::Invalid("the main greenlet has no parent"));
+        }
+        if self.inner.spawned {
+            return Err(Error::Invalid("a spawned greenlet's parent is the hub"));
+        }
+        let mut p = Some(parent.inner.clone());
+        while let Some(cur) = p {
+            if Rc::ptr_eq(&cur, &self.inner) {
+                return Err(Error::ParentCycle);
+            }
+            p = cur.parent.borrow().clone();
+        }
+        *self.inner.parent.borrow_mut() = Some(parent.inner.clone());
+        Ok(())
+    }
+
+    /// Whether the greenlet has finished (returned, panicked or was killed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenhouse::Greenlet::new(|(): ()| ());
+    /// assert!(!g.is_dead());
+    /// g.switch::<(), ()>(()).unwrap();
+    /// assert!(g.is_dead());
+    /// ```
+    pub fn is_dead(&self) -> bool {
+        self.inner.is_dead()
+    }
+
+    /// Whether the greenlet has started and not finished (Python's `bool(g)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenhouse::Greenlet::new(|(): ()| ());
+    /// assert!(!g.is_active());
+    /// ```
+    pub fn is_active(&self) -> bool {
+        !matches!(self.inner.state.get(), State::NotStarted | State::Dead)
+    }
+
+    /// Whether this is the thread's main greenlet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!greenhouse::Greenlet::new(|(): ()| ()).is_main());
+    /// ```
+    pub fn is_main(&self) -> bool {
+        self.inner.is_main
+    }
+
+    /// The greenlet's name: `main`, the name given to its builder, or
+    /// `Greenlet-<n>`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(greenhouse::Greenlet::main().name(), "main");
+    /// ```
+    pub fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
+impl Drop for Greenlet {
+    fn drop(&mut self) {
+        // Last handle of a greenlet suspended in a switch: unwind it now,
+        // as its parent, so its destructors have run when drop returns.
+        if Rc::strong_count(&self.inner) != 1
+            || self.inner.state.get() != State::Suspended
+            || in_scheduler()
+            || tearing_down()
+        {
+            return;
+        }
+        let me = current_rc();
+        let old_parent = self.inner.parent.replace(Some(me));
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| self.throw::<()>()));
+        if !self.inner.is_dead() {
+            // It caught GreenletExit and switched back: leave it to the hub
+            // (Inner's drop adopts it and keeps unwinding it).
+            *self.inner.parent.borrow_mut() = old_parent;
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The messages that travel with every switch, and how a receiver unpacks them.
+//!
+//! A value passed to [`Greenlet::switch`](crate::Greenlet::switch) is never
+//! boxed: it stays in an `Option<T>` on the sender's stack and the receiver
+//! takes it through a pointer before anything else runs ([`Transfer`]).
+//! Only a finished greenlet's return value is boxed, once, because its stack
+//! is gone by the time the parent reads it.
+
+use std::any::{Any, TypeId};
+use std::panic;
+use std::rc::Rc;
+
+use super::inner::Inner;
+use crate::error::Error;
+
+/// Panic payload that unwinds a greenlet when it is thrown into or killed,
+/// like Python's `GreenletExit`.
+///
+/// It runs destructors on the way up and is not an error: a greenlet that
+/// lets it propagate simply dies (its joiners see [`Error::Killed`]). Code
+/// that must survive a kill can catch it with [`std::panic::catch_unwind`]
+/// and check `payload.is::<GreenletExit>()`.
+///
+/// # Examples
+///
+/// ```
+/// use greenhouse::{Greenlet, GreenletExit};
+///
+/// let g = Greenlet::new(|(): ()| {
+///     let caught = std::panic::catch_unwind(|| {
+///         greenhouse::Greenlet::main().switch::<(), ()>(()).unwrap();
+///     });
+///     // `throw` landed here: the unwind stopped at our catch_unwind.
+///     caught.unwrap_err().is::<GreenletExit>()
+/// });
+/// g.switch::<(), ()>(()).unwrap(); // runs until it switches back to main
+/// let caught: bool = g.throw().unwrap();
+/// assert!(caught);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GreenletExit;
+
+/// The type a suspended greenlet is waiting to receive.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Expect {
+    pub(crate) id: TypeId,
+    pub(crate) name: &'static str,
+}
+
+impl Expect {
+    pub(crate) fn of<T: 'static>() -> Self {
+        Expect { id: TypeId::of::<T>(), name: std::any::type_name::<T>() }
+    }
+}
+
+/// A pointer to an `Option<T>` on the sender's (suspended) stack.
+///
+/// # Invariant
+/// The pointee outlives the transfer: the sender stays suspended until the
+/// receiver has called [`Transfer::take`], which it does before any other
+/// switch can happen.
+pub(crate) struct Transfer(*mut dyn Any);
+
+impl Transfer {
+    pub(crate) fn new<T: 'static>(slot: &mut Option<T>) -> Self {
+        Transfer(slot as *mut Option<T> as *mut dyn Any)
+    }
+
+    /// Takes the value if it is a `T`.
+    fn take<T: 'static>(self) -> Option<T> {
+        // SAFETY: per the invariant, the slot is alive and nobody else
+        // touches it while we take the value out.
+        let slot = unsafe { &mut *self.0 };
+        slot.downcast_mut::<Option<T>>().and_then(Option::take)
+    }
+}
+
+/// Why the hub resumed a parked greenlet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// What it waited for happened (or `yield_now` came around).
+    Ready,
+    /// Its timer fired.
+    Timer,
+    /// Nothing can ever wake it: no ready greenlet, timer or IO interest.
+    Deadlock,
+}
+
+/// What a greenlet receives when it is resumed.
+pub(crate) enum Msg {
+    /// A switched value, still on the sender's stack.
+    Value(Transfer),
+    /// A finished child's return value.
+    Boxed(Box<dyn Any>),
+    /// A finished child's panic, to be raised again in the receiver.
+    Panic(Box<dyn Any + Send>),
+    /// A child died of [`GreenletExit`].
+    Exited,
+    /// A typed failure to report (e.g. a child could not take its argument).
+    Error(Error),
+    /// The hub woke a parked greenlet.
+    Wake(Wake),
+    /// Raise [`GreenletExit`] at the suspension point.
+    Throw,
+}
+
+/// What a greenlet asks of the trampoline when it suspends.
+pub(crate) enum Req {
+    /// Resume `target` with this message.
+    Switch(Rc<Inner>, Msg),
+    /// Let the scheduler pick who runs next (the caller parked or queued itself).
+    Schedule,
+}
+
+/// How a greenlet's body ended.
+pub(crate) enum Outcome {
+    Returned(Box<dyn Any>),
+    Panicked(Box<dyn Any + Send>),
+    Exited,
+    Failed(Error),
+}
+
+impl Outcome {
+    /// Classifies the result of `catch_unwind` around a greenlet body.
+    pub(crate) fn from_result(r: std::thread::Result<Box<dyn Any>>) -> Self {
+        match r {
+            Ok(v) => Outcome::Returned(v),
+            Err(p) if p.is::<GreenletExit>() => Outcome::Exited,
+            Err(p) => Outcome::Panicked(p),
+        }
+    }
+
+    pub(crate) fn into_msg(self) -> Msg {
+        match self {
+            Outcome::Returned(v) => Msg::Boxed(v),
+            Outcome::Panicked(p) => Msg::Panic(p),
+            Outcome::Exited => Msg::Exited,
+            Outcome::Failed(e) => Msg::Error(e),
+        }
+    }
+}
+
+/// Unpacks what a greenlet received at an explicit switch (or at its start).
+///
+/// # Panics
+/// Re-raises a child's panic, and raises [`GreenletExit`] for a throw; both
+/// are unwinds the API promises, not misuse.
+pub(crate) fn receive<R: 'static>(msg: Msg) -> Result<R, Error> {
+    let mismatch = |found: &'static str| Error::WrongType {
+        expected: std::any::type_name::<R>(),
+        found,
+    };
+    match msg {
+        Msg::Value(t) => t.take::<R>().ok_or_else(|| mismatch("a value of another type")),
+        Msg::Boxed(b) => match b.downcast::<R>() {
+            Ok(v) => Ok(*v),
+            Err(_) => Err(mismatch("the return value of a finished greenlet, of another type")),
+        },
+        Msg::Panic(p) => panic::resume_unwind(p),
+        Msg::Throw => panic::resume_unwind(Box::new(GreenletExit)),
+        Msg::Exited => Err(Error::Killed),
+        Msg::Error(e) => Err(e),
+        Msg::Wake(Wake::Deadlock) => Err(Error::Deadlock),
+        Msg::Wake(_) => Err(Error::Blocked),
+    }
+}

@@ -1,0 +1,182 @@
+//! The hub: one per OS thread, created lazily, running the scheduler loop
+//! on the main greenlet's stack whenever main blocks.
+//!
+//! One loop iteration ("tick"): run the greenlets that were ready when the
+//! tick began → fire due timers → poll the reactor (without blocking if
+//! something is ready, else until the next deadline). If nothing is ready,
+//! no timer is pending and nobody waits for IO, the blocked caller gets
+//! [`Error::Deadlock`](crate::Error::Deadlock) instead of hanging.
+//!
+//! **Architecture Invariant:** the hub never resumes a coroutine itself; it
+//! only answers the trampoline's [`Schedule::next`] with the greenlet to run.
+
+pub(crate) mod reactor;
+pub(crate) mod scheduler;
+mod spawn;
+pub(crate) mod timeout;
+pub(crate) mod timers;
+mod watcher;
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+pub use spawn::{Builder, JoinHandle, Joined, joinall, joinall_timeout, killall, spawn, spawn_later};
+pub use timeout::{Timeout, sleep, sleep_until, with_timeout, yield_now};
+pub use watcher::Watcher;
+
+use crate::greenlet::{self, Inner, Msg, Outcome, Schedule, Wake};
+use reactor::Reactor;
+use scheduler::ReadyQueue;
+use timers::Timers;
+
+/// The per-thread scheduler state.
+pub(crate) struct Hub {
+    pub(crate) ready: ReadyQueue,
+    pub(crate) timers: Timers,
+    pub(crate) reactor: Reactor,
+    /// Greenlets left to run in the current tick.
+    budget: Cell<usize>,
+    /// Suspended greenlets whose last handle was dropped; to be killed.
+    orphans: RefCell<Vec<Rc<Inner>>>,
+}
+
+thread_local! {
+    static HUB: OnceCell<Rc<Hub>> = const { OnceCell::new() };
+}
+
+/// This thread's hub, created on first use.
+pub(crate) fn get() -> Rc<Hub> {
+    HUB.with(|h| {
+        h.get_or_init(|| {
+            let hub = Rc::new(Hub {
+                ready: ReadyQueue::default(),
+                timers: Timers::default(),
+                reactor: Reactor::new(),
+                budget: Cell::new(0),
+                orphans: RefCell::new(Vec::new()),
+            });
+            greenlet::install_scheduler(hub.clone());
+            hub
+        })
+        .clone()
+    })
+}
+
+impl Hub {
+    /// Blocks the thread until the next timer (or IO, if anyone waits).
+    fn wait_for_events(&self, now: Instant, something_ready: bool) -> bool {
+        let waiting_io = self.reactor.has_waiters();
+        if something_ready && !waiting_io {
+            return true;
+        }
+        let timeout = if something_ready {
+            Some(Duration::ZERO)
+        } else {
+            match self.timers.next_deadline() {
+                Some(d) => Some(d.saturating_duration_since(now)),
+                None if waiting_io => None,
+                None => return false, // deadlock
+            }
+        };
+        if let Err(e) = self.reactor.poll(timeout, &self.ready) {
+            // Cannot poll (e.g. no fd left for the poller): fall back to a
+            // plain sleep for timers and let IO waiters retry.
+            if waiting_io {
+                eprintln!("greenhouse: polling failed: {e}");
+                self.reactor.wake_everyone(&self.ready);
+            } else if let Some(t) = timeout {
+                std::thread::sleep(t);
+            }
+        }
+        true
+    }
+}
+
+impl Schedule for Hub {
+    fn next(&self) -> Option<(Rc<Inner>, Msg)> {
+        loop {
+            let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
+            for o in orphans {
+                scheduler::throw_into(&self.ready, &o);
+            }
+            if self.budget.get() > 0 {
+                if let Some(g) = self.ready.pop() {
+                    self.budget.set(self.budget.get() - 1);
+                    let msg = g.pending.take().unwrap_or(Msg::Wake(Wake::Ready));
+                    return Some((g, msg));
+                }
+            }
+            let now = Instant::now();
+            self.timers.fire_due(now, &self.ready);
+            if !self.wait_for_events(now, !self.ready.is_empty()) {
+                return None;
+            }
+            if self.ready.is_empty() {
+                // Woken by a timer that is now due, or spuriously: go round.
+                self.timers.fire_due(Instant::now(), &self.ready);
+            }
+            self.budget.set(self.ready.len());
+        }
+    }
+
+    fn adopt(&self, orphan: Rc<Inner>) {
+        self.orphans.borrow_mut().push(orphan);
+    }
+
+    fn unhandled(&self, dead: &Inner, outcome: Outcome) {
+        if let Outcome::Panicked(p) = &outcome {
+            crate::error::report_unhandled(&dead.name(), p.as_ref());
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Thread teardown: abandon whatever is still blocked.
+        self.ready.clear();
+        self.timers.clear();
+        self.reactor.clear();
+        self.orphans.borrow_mut().clear();
+    }
+}
+
+/// A snapshot of this thread's hub, for diagnostics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Greenlets in the ready queue.
+    pub ready: usize,
+    /// Pending timers (sleeps, timeouts, delayed spawns).
+    pub timers: usize,
+    /// File descriptors registered with the reactor.
+    pub io_sources: usize,
+    /// Greenlets waiting for IO readiness.
+    pub io_waiters: usize,
+    /// Read/write interests currently armed in the poller.
+    pub io_armed: usize,
+    /// How stack guard pages are installed in this process:
+    /// `madvise(MADV_GUARD_INSTALL)` or the `mprotect(PROT_NONE)` fallback.
+    pub stack_guard: &'static str,
+}
+
+/// Reports what this thread's hub is holding.
+///
+/// # Examples
+///
+/// ```
+/// let s = greenhouse::stats();
+/// assert_eq!(s.io_waiters, 0);
+/// ```
+pub fn stats() -> HubStats {
+    let hub = get();
+    let (io_sources, io_waiters, io_armed) = hub.reactor.counts();
+    HubStats {
+        ready: hub.ready.len(),
+        timers: hub.timers.len(),
+        io_sources,
+        io_waiters,
+        io_armed,
+        stack_guard: crate::stack::guard_mode(),
+    }
+}

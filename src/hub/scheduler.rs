@@ -1,0 +1,249 @@
+//! Parking and waking: the ready queue, wake tokens and wait lists.
+//!
+//! A greenlet blocks by registering a [`Token`] wherever its wake-up will
+//! come from (a [`WaitList`], a timer, the reactor) and calling [`park`].
+//! A token wakes only the park it was made for: every park bumps the
+//! greenlet's generation, so a late or duplicate wake is ignored.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::greenlet::{self, GreenletExit, Inner, Msg, Req, State, Wake};
+
+/// How a [`park`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// Somebody woke the token (the awaited thing happened).
+    Ready,
+    /// The operation's own deadline passed.
+    Deadline,
+    /// An armed `Timeout` scope expired.
+    TimedOut,
+    /// Nothing could ever wake it.
+    Deadlock,
+}
+
+/// Permission to wake one particular park of one greenlet.
+pub(crate) struct Token {
+    g: Rc<Inner>,
+    generation: u64,
+}
+
+impl Token {
+    /// A token for park number `generation` of `g`.
+    pub(crate) fn new(g: Rc<Inner>, generation: u64) -> Token {
+        Token { g, generation }
+    }
+
+    /// A token for the current greenlet's next [`park`].
+    pub(crate) fn for_next_park() -> Token {
+        let g = greenlet::current_rc();
+        let generation = g.park_gen.get() + 1;
+        Token { g, generation }
+    }
+
+    /// Makes the parked greenlet ready with `wake`. Returns false if that
+    /// park is over (woken, timed out, killed) — nothing happens then.
+    pub(crate) fn wake(&self, ready: &ReadyQueue, wake: Wake) -> bool {
+        let g = &self.g;
+        if g.state.get() != State::Parked || g.park_gen.get() != self.generation {
+            return false;
+        }
+        g.state.set(State::Ready);
+        g.pending.set(Some(Msg::Wake(wake)));
+        ready.push(self.g.clone());
+        true
+    }
+}
+
+/// FIFO of greenlets ready to run; each has its message in `pending`.
+#[derive(Default)]
+pub(crate) struct ReadyQueue {
+    queue: RefCell<VecDeque<Rc<Inner>>>,
+}
+
+impl ReadyQueue {
+    pub(crate) fn push(&self, g: Rc<Inner>) {
+        self.queue.borrow_mut().push_back(g);
+    }
+
+    pub(crate) fn pop(&self) -> Option<Rc<Inner>> {
+        self.queue.borrow_mut().pop_front()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
+    /// Drops every queued greenlet (thread teardown).
+    pub(crate) fn clear(&self) {
+        let q = std::mem::take(&mut *self.queue.borrow_mut());
+        drop(q);
+    }
+}
+
+/// Arranges for `g` to be resumed with `GreenletExit` raised at its
+/// suspension point, whatever it is doing. Returns false if it is dead or
+/// running (the caller handles a self-kill).
+pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
+    match g.state.get() {
+        State::Dead | State::Running => false,
+        State::Ready => {
+            g.pending.set(Some(Msg::Throw));
+            true
+        }
+        State::Parked | State::Suspended | State::NotStarted => {
+            // Bump the generation so no stale token can wake it again.
+            g.park_gen.set(g.park_gen.get() + 1);
+            g.state.set(State::Ready);
+            g.pending.set(Some(Msg::Throw));
+            ready.push(g.clone());
+            true
+        }
+    }
+}
+
+/// Parks the current greenlet until a token wakes it, `deadline` passes or
+/// an armed `Timeout` scope expires. Raises `GreenletExit` if killed.
+pub(crate) fn park(deadline: Option<Instant>) -> Woke {
+    let hub = super::get();
+    let cur = greenlet::current_rc();
+    let generation = cur.park_gen.get() + 1;
+    cur.park_gen.set(generation);
+    let scope = super::timeout::scope_deadline(&cur);
+    let (eff, from_scope) = match (deadline, scope) {
+        (Some(d), Some(s)) if s <= d => (Some(s), true),
+        (Some(d), _) => (Some(d), false),
+        (None, Some(s)) => (Some(s), true),
+        (None, None) => (None, false),
+    };
+    let woke_by_timer = |cur: &Inner| {
+        if from_scope {
+            super::timeout::mark_fired(cur);
+            Woke::TimedOut
+        } else {
+            Woke::Deadline
+        }
+    };
+    if let Some(e) = eff {
+        if e <= Instant::now() {
+            return woke_by_timer(&cur);
+        }
+    }
+    let timer = eff.map(|e| hub.timers.insert(e, Token { g: cur.clone(), generation }));
+    // Cancels the timer on every exit path, including a kill's unwind.
+    struct CancelTimer<'a>(&'a super::Hub, Option<super::timers::TimerKey>);
+    impl Drop for CancelTimer<'_> {
+        fn drop(&mut self) {
+            if let Some(k) = self.1.take() {
+                drop(self.0.timers.cancel(k));
+            }
+        }
+    }
+    let _cancel = CancelTimer(&hub, timer);
+    cur.state.set(State::Parked);
+    let msg = greenlet::suspend(Req::Schedule);
+    match msg {
+        Msg::Wake(Wake::Ready) => Woke::Ready,
+        Msg::Wake(Wake::Timer) => woke_by_timer(&cur),
+        Msg::Wake(Wake::Deadlock) => Woke::Deadlock,
+        Msg::Throw => {
+            drop(_cancel);
+            drop(cur);
+            drop(hub);
+            panic::resume_unwind(Box::new(GreenletExit))
+        }
+        // An explicit switch cannot reach a parked greenlet; treat anything
+        // else as a spurious wake-up (callers re-check their condition).
+        _ => Woke::Ready,
+    }
+}
+
+/// Puts the current greenlet at the back of the ready queue and runs every
+/// greenlet queued before it (gevent's `sleep(0)`).
+pub(crate) fn yield_now() {
+    let hub = super::get();
+    let cur = greenlet::current_rc();
+    cur.park_gen.set(cur.park_gen.get() + 1);
+    cur.state.set(State::Ready);
+    cur.pending.set(Some(Msg::Wake(Wake::Ready)));
+    hub.ready.push(cur);
+    drop(hub);
+    if let Msg::Throw = greenlet::suspend(Req::Schedule) {
+        panic::resume_unwind(Box::new(GreenletExit));
+    }
+}
+
+/// A FIFO list of parked greenlets waiting for one condition.
+///
+/// Every entry is removed by a guard when its park ends, whatever the
+/// reason (woken, timed out, killed), so a list never holds stale waiters.
+#[derive(Default)]
+pub(crate) struct WaitList {
+    entries: RefCell<VecDeque<(u64, Token)>>,
+}
+
+fn next_waiter_id() -> u64 {
+    thread_local! { static NEXT: Cell<u64> = const { Cell::new(1) }; }
+    NEXT.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    })
+}
+
+impl WaitList {
+    /// Parks the current greenlet in this list until woken or `deadline`.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Woke {
+        match self.wait_armed(deadline, || Ok(())) {
+            Ok(w) => w,
+            Err(_) => Woke::Ready,
+        }
+    }
+
+    /// Like [`wait`](Self::wait), calling `arm` once the entry is in the
+    /// list (the reactor arms the poller there). An `arm` error is returned
+    /// without parking.
+    pub(crate) fn wait_armed(
+        &self,
+        deadline: Option<Instant>,
+        arm: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<Woke> {
+        let id = next_waiter_id();
+        self.entries.borrow_mut().push_back((id, Token::for_next_park()));
+        struct Remove<'a>(&'a WaitList, u64);
+        impl Drop for Remove<'_> {
+            fn drop(&mut self) {
+                let removed = {
+                    let mut e = self.0.entries.borrow_mut();
+                    e.iter().position(|(i, _)| *i == self.1).and_then(|p| e.remove(p))
+                };
+                drop(removed);
+            }
+        }
+        let _remove = Remove(self, id);
+        arm()?;
+        Ok(park(deadline))
+    }
+
+    /// Wakes every waiter (they leave the list now).
+    pub(crate) fn wake_all(&self, ready: &ReadyQueue) -> usize {
+        let drained = std::mem::take(&mut *self.entries.borrow_mut());
+        drained.iter().filter(|(_, t)| t.wake(ready, Wake::Ready)).count()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.borrow().is_empty()
+    }
+}

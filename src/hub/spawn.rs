@@ -1,0 +1,472 @@
+//! `spawn` and friends: greenlets owned by the hub, and their join handles.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use super::scheduler::{self, Token, WaitList, Woke};
+use crate::error::{Error, panic_message};
+use crate::greenlet::{self, Expect, Greenlet, GreenletExit, Inner, Msg, Outcome, State};
+use crate::stack::DEFAULT_STACK_SIZE;
+
+/// Options for a new greenlet: its name and stack size.
+///
+/// # Examples
+///
+/// ```
+/// let h = greenhouse::Builder::new()
+///     .name("worker")
+///     .stack_size(64 * 1024)
+///     .spawn(|| greenhouse::Greenlet::current().name())?;
+/// assert_eq!(h.join()?, "worker");
+/// # Ok::<(), greenhouse::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// Default options: `Greenlet-<n>` names, [`DEFAULT_STACK_SIZE`] stacks.
+    pub fn new() -> Builder {
+        Builder { name: None, stack_size: DEFAULT_STACK_SIZE }
+    }
+
+    /// Names the greenlet (shown in errors, panic reports and overflow reports).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the usable stack size in bytes (rounded up to whole pages, at
+    /// least 16 KiB).
+    pub fn stack_size(mut self, size: usize) -> Builder {
+        self.stack_size = size;
+        self
+    }
+
+    /// Spawns `f` as a new greenlet, scheduled to start at the hub's next
+    /// turn.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] when no stack can be allocated.
+    pub fn spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        spawn_at(self, None, f)
+    }
+
+    /// Spawns `f` to start after `delay`.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] when no stack can be allocated.
+    pub fn spawn_later<F, T>(self, delay: Duration, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        spawn_at(self, Some(Instant::now() + delay), f)
+    }
+}
+
+/// Spawns `f` as a new greenlet on this thread's hub and returns its handle.
+///
+/// The greenlet starts the next time the hub runs: when the current
+/// greenlet blocks, sleeps, joins or yields. It runs detached: dropping the
+/// handle does not stop it. A panic inside it is caught and returned by
+/// [`JoinHandle::join`]; if nobody joins, it is reported on stderr with the
+/// greenlet's name.
+///
+/// Never panics: if the stack cannot be allocated, the handle's `join`
+/// returns [`Error::Spawn`] (use [`Builder::spawn`] to see it at once).
+///
+/// # Examples
+///
+/// ```
+/// let h = greenhouse::spawn(|| 6 * 7);
+/// assert_eq!(h.join(), Ok(42));
+/// ```
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    Builder::new().spawn(f).unwrap_or_else(JoinHandle::failed)
+}
+
+/// Spawns `f` to start after `delay` (gevent's `spawn_later`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let t0 = Instant::now();
+/// let h = greenhouse::spawn_later(Duration::from_millis(20), move || t0.elapsed());
+/// assert!(h.join().unwrap() >= Duration::from_millis(20));
+/// ```
+pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    Builder::new().spawn_later(delay, f).unwrap_or_else(JoinHandle::failed)
+}
+
+thread_local! {
+    /// Message and location captured by the panic hook in a spawned greenlet.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Inside spawned greenlets, the hook records the panic for `join` instead
+/// of printing it; everywhere else it defers to the previous hook.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let prev = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if greenlet::current_is_spawned() {
+                let msg = panic_message(info.payload());
+                let text = match info.location() {
+                    Some(l) => format!("{msg} (at {}:{}:{})", l.file(), l.line(), l.column()),
+                    None => msg,
+                };
+                let _ = LAST_PANIC.try_with(|p| *p.borrow_mut() = Some(text));
+            } else {
+                prev(info);
+            }
+        }));
+    });
+}
+
+fn spawn_at<F, T>(b: Builder, at: Option<Instant>, f: F) -> Result<JoinHandle<T>, Error>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let hub = super::get();
+    install_panic_hook();
+    let state = Rc::new(JoinState::new());
+    let st = state.clone();
+    let name = b.name.map(String::into_boxed_str);
+    let record = Inner::new(name, true, None, Expect::of::<()>(), b.stack_size);
+    let inner = greenlet::create(record, move |first| {
+        let result = match first {
+            Msg::Throw => Err(Error::Killed),
+            _ => match panic::catch_unwind(AssertUnwindSafe(f)) {
+                Ok(v) => Ok(v),
+                Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
+                Err(p) => Err(Error::Panicked {
+                    name: Greenlet::current().name(),
+                    message: LAST_PANIC
+                        .with(|l| l.borrow_mut().take())
+                        .unwrap_or_else(|| panic_message(p.as_ref())),
+                }),
+            },
+        };
+        st.complete(result);
+        Outcome::Returned(Box::new(()) as Box<dyn Any>)
+    })
+    .map_err(|e| Error::Spawn(e.to_string()))?;
+    match at {
+        None => {
+            inner.state.set(State::Ready);
+            hub.ready.push(inner.clone());
+        }
+        Some(at) => {
+            inner.park_gen.set(1);
+            inner.state.set(State::Parked);
+            hub.timers.insert(at, Token::new(inner.clone(), 1));
+        }
+    }
+    Ok(JoinHandle { g: inner, state, _not_send: PhantomData })
+}
+
+/// Shared between a spawned greenlet and its handle.
+struct JoinState<T> {
+    result: RefCell<Option<Result<T, Error>>>,
+    done: Cell<bool>,
+    taken: Cell<bool>,
+    handle_alive: Cell<bool>,
+    waiters: WaitList,
+}
+
+impl<T> JoinState<T> {
+    fn new() -> Self {
+        JoinState {
+            result: RefCell::new(None),
+            done: Cell::new(false),
+            taken: Cell::new(false),
+            handle_alive: Cell::new(true),
+            waiters: WaitList::default(),
+        }
+    }
+
+    fn complete(&self, result: Result<T, Error>) {
+        if !self.handle_alive.get() {
+            report_if_panicked(&result);
+        }
+        *self.result.borrow_mut() = Some(result);
+        self.done.set(true);
+        let hub = super::get();
+        self.waiters.wake_all(&hub.ready);
+    }
+}
+
+fn report_if_panicked<T>(result: &Result<T, Error>) {
+    if let Err(Error::Panicked { name, message }) = result {
+        eprintln!("greenhouse: greenlet '{name}' panicked and nobody joined it: {message}");
+    }
+}
+
+/// A handle to a spawned greenlet: join it, kill it, or ask about it.
+///
+/// Dropping the handle detaches the greenlet (it keeps running).
+///
+/// # Send
+/// Not `Send`: the greenlet lives on this thread's hub.
+///
+/// ```compile_fail
+/// let h = greenhouse::spawn(|| 1);
+/// std::thread::spawn(move || h.join());
+/// ```
+pub struct JoinHandle<T> {
+    g: Rc<Inner>,
+    state: Rc<JoinState<T>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("name", &self.g.name())
+            .field("ready", &self.state.done.get())
+            .finish()
+    }
+}
+
+impl<T> JoinHandle<T> {
+    fn failed(e: Error) -> JoinHandle<T> {
+        let g = Rc::new(Inner::new(None, true, None, Expect::of::<()>(), 0));
+        g.state.set(State::Dead);
+        let state = Rc::new(JoinState::new());
+        *state.result.borrow_mut() = Some(Err(e));
+        state.done.set(true);
+        JoinHandle { g, state, _not_send: PhantomData }
+    }
+
+    /// Waits for the greenlet to finish and returns its result.
+    ///
+    /// # Errors
+    /// - [`Error::Panicked`] with the panic message and the greenlet's name;
+    /// - [`Error::Killed`] if it was killed;
+    /// - [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expired;
+    /// - [`Error::Deadlock`] if nothing can ever finish it;
+    /// - [`Error::Invalid`] when a greenlet joins itself;
+    /// - [`Error::ResultTaken`] if `join_timeout` already took the result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = greenhouse::spawn(|| -> u8 { panic!("boom") });
+    /// let err = h.join().unwrap_err();
+    /// assert!(err.to_string().contains("boom"));
+    /// ```
+    pub fn join(self) -> Result<T, Error> {
+        self.wait_until(None)?;
+        self.take()
+    }
+
+    /// Like [`join`](Self::join), giving up after `timeout` with
+    /// [`Error::TimedOut`]; the handle stays usable then.
+    ///
+    /// # Errors
+    /// As for `join`, plus `TimedOut`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_millis(50)));
+    /// assert_eq!(h.join_timeout(Duration::from_millis(1)), Err(greenhouse::Error::TimedOut));
+    /// assert_eq!(h.join_timeout(Duration::from_secs(5)), Ok(Ok(())));
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
+        self.wait_until(Some(Instant::now() + timeout))?;
+        self.take()
+    }
+
+    fn take(&self) -> Result<T, Error> {
+        let r = self.state.result.borrow_mut().take();
+        match r {
+            Some(r) => {
+                self.state.taken.set(true);
+                r
+            }
+            None => Err(Error::ResultTaken),
+        }
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        loop {
+            if self.state.done.get() {
+                return Ok(());
+            }
+            if greenlet::with_current(|c| std::ptr::eq(c, Rc::as_ptr(&self.g))) {
+                return Err(Error::Invalid("a greenlet cannot join itself"));
+            }
+            match self.state.waiters.wait(deadline) {
+                Woke::Ready => continue,
+                Woke::Deadline | Woke::TimedOut => return Err(Error::TimedOut),
+                Woke::Deadlock => return Err(Error::Deadlock),
+            }
+        }
+    }
+
+    /// Kills the greenlet: raises [`GreenletExit`] at its suspension point
+    /// (its destructors run) and waits until it is dead. A greenlet that has
+    /// not started yet dies without running. Killing a finished greenlet
+    /// does nothing; killing yourself unwinds at once.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires
+    /// while waiting (it may catch `GreenletExit` and run on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60)));
+    /// greenhouse::yield_now(); // let it start sleeping
+    /// h.kill().unwrap();
+    /// assert_eq!(h.join(), Err(greenhouse::Error::Killed));
+    /// ```
+    pub fn kill(&self) -> Result<(), Error> {
+        self.kill_nowait();
+        self.wait_until(None)
+    }
+
+    /// Raises [`GreenletExit`] in the greenlet without waiting for it to die.
+    pub fn kill_nowait(&self) {
+        if self.state.done.get() {
+            return;
+        }
+        if greenlet::with_current(|c| std::ptr::eq(c, Rc::as_ptr(&self.g))) {
+            panic::resume_unwind(Box::new(GreenletExit));
+        }
+        let hub = super::get();
+        scheduler::throw_into(&hub.ready, &self.g);
+    }
+
+    /// Whether the greenlet has finished (its result is available).
+    pub fn is_ready(&self) -> bool {
+        self.state.done.get()
+    }
+
+    /// The greenlet's name.
+    pub fn name(&self) -> String {
+        self.g.name()
+    }
+
+    /// A [`Greenlet`] handle to the same greenlet.
+    pub fn greenlet(&self) -> Greenlet {
+        Greenlet::from_inner(self.g.clone())
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        self.state.handle_alive.set(false);
+        if self.state.done.get() && !self.state.taken.get() {
+            if let Some(r) = self.state.result.borrow().as_ref() {
+                report_if_panicked(r);
+            }
+        }
+    }
+}
+
+/// Waits for every greenlet and returns their results in the given order.
+///
+/// # Examples
+///
+/// ```
+/// let hs: Vec<_> = (0..3).map(|i| greenhouse::spawn(move || i * 10)).collect();
+/// let rs: Vec<_> = greenhouse::joinall(hs).into_iter().map(Result::unwrap).collect();
+/// assert_eq!(rs, [0, 10, 20]);
+/// ```
+pub fn joinall<T>(handles: impl IntoIterator<Item = JoinHandle<T>>) -> Vec<Result<T, Error>> {
+    handles.into_iter().map(JoinHandle::join).collect()
+}
+
+/// One entry of [`joinall_timeout`]'s answer, in the order given.
+#[derive(Debug)]
+pub enum Joined<T> {
+    /// It finished in time; this is its result.
+    Done(Result<T, Error>),
+    /// Still running at the deadline; here is its handle back.
+    Pending(JoinHandle<T>),
+}
+
+/// Waits up to `timeout` for all greenlets; reports which finished.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use greenhouse::{Joined, joinall_timeout, sleep, spawn};
+///
+/// let fast = spawn(|| 1);
+/// let slow = spawn(|| { let _ = sleep(Duration::from_secs(10)); 2 });
+/// let r = joinall_timeout(vec![fast, slow], Duration::from_millis(20));
+/// assert!(matches!(r[0], Joined::Done(Ok(1))));
+/// assert!(matches!(r[1], Joined::Pending(_)));
+/// ```
+pub fn joinall_timeout<T>(handles: Vec<JoinHandle<T>>, timeout: Duration) -> Vec<Joined<T>> {
+    let deadline = Instant::now() + timeout;
+    handles
+        .into_iter()
+        .map(|h| match h.wait_until(Some(deadline)) {
+            Ok(()) => Joined::Done(h.take()),
+            Err(_) => Joined::Pending(h),
+        })
+        .collect()
+}
+
+/// Kills every greenlet (all at once), then waits until all are dead.
+///
+/// # Errors
+/// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires first.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let hs: Vec<_> = (0..3)
+///     .map(|_| greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60))))
+///     .collect();
+/// greenhouse::killall(&hs).unwrap();
+/// assert!(hs.iter().all(|h| h.is_ready()));
+/// ```
+pub fn killall<'a, T: 'a>(handles: impl IntoIterator<Item = &'a JoinHandle<T>>) -> Result<(), Error> {
+    let hs: Vec<&JoinHandle<T>> = handles.into_iter().collect();
+    for h in &hs {
+        h.kill_nowait();
+    }
+    for h in &hs {
+        h.wait_until(None)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Time: `sleep`, `yield_now`, and `Timeout` scopes.
+//!
+//! A [`Timeout`] is a deadline attached to the greenlet that armed it.
+//! Every blocking operation of that greenlet parks with the earlier of its
+//! own deadline and the scope's, so an expired scope interrupts whatever
+//! the greenlet is blocked in — and every later blocking call — with
+//! [`Error::TimedOut`] until the guard is dropped.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::scheduler::{self, Woke};
+use crate::error::Error;
+use crate::greenlet::{self, Inner};
+
+/// Suspends the current greenlet for `duration`; other greenlets run
+/// meanwhile. `sleep(Duration::ZERO)` is [`yield_now`].
+///
+/// # Errors
+/// [`Error::TimedOut`] if an armed [`Timeout`] expires first.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let t0 = Instant::now();
+/// greenhouse::sleep(Duration::from_millis(10))?;
+/// assert!(t0.elapsed() >= Duration::from_millis(10));
+/// # Ok::<(), greenhouse::Error>(())
+/// ```
+pub fn sleep(duration: Duration) -> Result<(), Error> {
+    if duration.is_zero() {
+        yield_now();
+        return Ok(());
+    }
+    sleep_until(Instant::now() + duration)
+}
+
+/// Suspends the current greenlet until `deadline` (yields if it has passed).
+///
+/// # Errors
+/// [`Error::TimedOut`] if an armed [`Timeout`] expires first.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let at = Instant::now() + Duration::from_millis(5);
+/// greenhouse::sleep_until(at)?;
+/// assert!(Instant::now() >= at);
+/// # Ok::<(), greenhouse::Error>(())
+/// ```
+pub fn sleep_until(deadline: Instant) -> Result<(), Error> {
+    if deadline <= Instant::now() {
+        yield_now();
+        return Ok(());
+    }
+    loop {
+        match scheduler::park(Some(deadline)) {
+            Woke::Deadline => return Ok(()),
+            Woke::TimedOut => return Err(Error::TimedOut),
+            Woke::Deadlock => return Err(Error::Deadlock),
+            Woke::Ready if Instant::now() >= deadline => return Ok(()),
+            Woke::Ready => continue,
+        }
+    }
+}
+
+/// Lets every other ready greenlet run once, then continues (gevent's
+/// `sleep(0)`).
+///
+/// # Examples
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// let ran = Rc::new(Cell::new(false));
+/// let r = ran.clone();
+/// let _h = greenhouse::spawn(move || r.set(true));
+/// greenhouse::yield_now();
+/// assert!(ran.get());
+/// ```
+pub fn yield_now() {
+    scheduler::yield_now();
+}
+
+fn next_scope_id() -> u64 {
+    thread_local! { static NEXT: Cell<u64> = const { Cell::new(1) }; }
+    NEXT.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    })
+}
+
+/// The earliest deadline among the scopes `g` has armed.
+pub(crate) fn scope_deadline(g: &Inner) -> Option<Instant> {
+    g.deadlines.borrow().iter().map(|d| d.1).min()
+}
+
+/// Marks every expired scope of `g` as having fired.
+pub(crate) fn mark_fired(g: &Inner) {
+    let now = Instant::now();
+    for d in g.deadlines.borrow_mut().iter_mut() {
+        if d.1 <= now {
+            d.2 = true;
+        }
+    }
+}
+
+/// A deadline for the current greenlet (gevent's `Timeout`).
+///
+/// While the guard lives, any blocking operation of the greenlet that
+/// armed it (sleep, join, socket IO, waits) fails with
+/// [`Error::TimedOut`] once the deadline has passed. Dropping the guard
+/// disarms it. Scopes nest: the earliest deadline wins.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use greenhouse::{Error, Timeout, sleep};
+///
+/// let t = Timeout::start(Duration::from_millis(10));
+/// assert_eq!(sleep(Duration::from_secs(10)), Err(Error::TimedOut));
+/// assert!(t.fired());
+/// drop(t);
+/// assert_eq!(sleep(Duration::from_millis(1)), Ok(()));
+/// ```
+pub struct Timeout {
+    g: Rc<Inner>,
+    id: u64,
+    deadline: Instant,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout").field("deadline", &self.deadline).finish()
+    }
+}
+
+impl Timeout {
+    /// Arms a timeout of `duration` for the current greenlet.
+    pub fn start(duration: Duration) -> Timeout {
+        Timeout::start_at(Instant::now() + duration)
+    }
+
+    /// Arms a timeout expiring at `deadline` for the current greenlet.
+    pub fn start_at(deadline: Instant) -> Timeout {
+        let g = greenlet::current_rc();
+        let id = next_scope_id();
+        g.deadlines.borrow_mut().push((id, deadline, false));
+        Timeout { g, id, deadline, _not_send: PhantomData }
+    }
+
+    /// When it expires.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether it has interrupted a blocking operation.
+    pub fn fired(&self) -> bool {
+        self.g.deadlines.borrow().iter().any(|d| d.0 == self.id && d.2)
+    }
+
+    /// Disarms it (same as dropping it).
+    pub fn cancel(self) {}
+}
+
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        self.g.deadlines.borrow_mut().retain(|d| d.0 != self.id);
+    }
+}
+
+/// Runs `f` with a [`Timeout`] of `duration` armed.
+///
+/// Returns `Ok` with `f`'s value, or [`Error::TimedOut`] if the deadline
+/// interrupted any blocking operation inside `f` (its value is then
+/// dropped: `f` was cut short).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use greenhouse::{Error, sleep, with_timeout};
+///
+/// assert_eq!(with_timeout(Duration::from_secs(5), || 7), Ok(7));
+/// let slow = with_timeout(Duration::from_millis(5), || sleep(Duration::from_secs(5)));
+/// assert_eq!(slow, Err(Error::TimedOut));
+/// ```
+pub fn with_timeout<R>(duration: Duration, f: impl FnOnce() -> R) -> Result<R, Error> {
+    let t = Timeout::start(duration);
+    let r = f();
+    if t.fired() { Err(Error::TimedOut) } else { Ok(r) }
+}

@@ -1,0 +1,68 @@
+//! greenhouse: single-threaded green threads in the spirit of Python's
+//! greenlet + gevent.
+//!
+//! Write plain blocking-style code, spawn thousands of greenlets, and the
+//! hub switches between them whenever one would block: on a sleep, a join,
+//! a timeout, or a file descriptor that is not ready.
+//!
+//! - [`Greenlet`]: explicit `switch` with values both ways, parents,
+//!   `throw`, dead greenlets — Python's `greenlet`.
+//! - [`spawn`], [`JoinHandle::join`], [`JoinHandle::kill`], [`joinall`],
+//!   [`killall`], [`sleep`], [`yield_now`], [`Timeout`], [`with_timeout`] —
+//!   gevent's hub API.
+//! - [`Watcher`]: park a greenlet until an fd is readable or writable.
+//!
+//! One hub per OS thread, created on first use. Everything is `!Send`; the
+//! thread's own stack is the main greenlet and runs the scheduler while it
+//! waits. Greenlets run on pooled, guard-paged stacks
+//! ([`DEFAULT_STACK_SIZE`] each, reused without system calls).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! let t0 = Instant::now();
+//! let workers: Vec<_> = (0..100u64)
+//!     .map(|i| greenhouse::spawn(move || {
+//!         greenhouse::sleep(Duration::from_millis(20)).unwrap();
+//!         i * i
+//!     }))
+//!     .collect();
+//! let total: u64 = greenhouse::joinall(workers).into_iter().map(Result::unwrap).sum();
+//! assert_eq!(total, 328_350);
+//! // 100 sleeps of 20 ms overlapped: the whole batch took about 20 ms.
+//! assert!(t0.elapsed() < Duration::from_secs(2));
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::undocumented_unsafe_blocks
+)]
+
+mod error;
+mod greenlet;
+mod hub;
+mod stack;
+
+pub use error::Error;
+pub use greenlet::{Greenlet, GreenletExit};
+pub use hub::{
+    Builder, HubStats, JoinHandle, Joined, Timeout, Watcher, joinall, joinall_timeout, killall,
+    sleep, sleep_until, spawn, spawn_later, stats, with_timeout, yield_now,
+};
+pub use stack::DEFAULT_STACK_SIZE;
+
+/// The greenlet running now (gevent's `getcurrent`).
+///
+/// # Examples
+///
+/// ```
+/// assert!(greenhouse::current().is_main());
+/// ```
+pub fn current() -> Greenlet {
+    Greenlet::current()
+}

@@ -1,0 +1,143 @@
+//! Pooled, guard-paged stacks for greenlets.
+//!
+//! Stacks are carved out of large anonymous mappings ("slabs"). Below every
+//! stack sits one guard page. On Linux ≥ 6.13 the guard is installed with
+//! `madvise(MADV_GUARD_INSTALL)`, which does **not** split the mapping, so a
+//! slab of 60+ stacks costs one entry of the kernel's per-process map table
+//! (`vm.max_map_count`, 65,530 by default) instead of two per stack. Older
+//! kernels fall back to `mprotect(PROT_NONE)`; when that runs out of map
+//! entries, allocation fails with an error naming `vm.max_map_count`.
+//!
+//! A finished greenlet's stack goes back to a per-thread free list and is
+//! reused by the next spawn without any system call.
+//!
+//! **Architecture Invariant:** this module knows nothing about greenlets.
+//! The overflow reporter asks the layer above for a name through a hook.
+
+mod overflow;
+mod slab;
+
+use std::cell::RefCell;
+use std::io;
+
+pub(crate) use overflow::{ensure_thread_ready, set_name_hook};
+pub(crate) use slab::page_size;
+
+/// The default usable stack size of a greenlet, in bytes: 256 KiB.
+///
+/// Only the pages a greenlet actually touches use memory (an idle greenlet
+/// parked in `sleep` touches one or two pages), so a generous default costs
+/// address space, not RAM. Change it per greenlet with
+/// [`Builder::stack_size`](crate::Builder::stack_size).
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// Smallest accepted stack size; smaller requests are rounded up to it.
+pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// How many free stacks per size class keep their memory; stacks returned
+/// beyond this have their pages released to the kernel (`MADV_DONTNEED`).
+const HOT_STACKS: usize = 256;
+
+/// A stack handed out by the pool. Dropping it returns it to the pool.
+#[derive(Debug)]
+pub(crate) struct PooledStack {
+    /// Highest address (exclusive): where the stack starts growing down.
+    top: usize,
+    /// Lowest usable address; the guard page is `[bottom - page, bottom)`.
+    bottom: usize,
+}
+
+// SAFETY: `top` and `bottom` delimit a private, readable and writable region
+// of a slab that lives for the rest of the process (slabs are never
+// unmapped), with a guard page right below `bottom`. Both are page aligned,
+// hence aligned to `STACK_ALIGNMENT` (16). The region is used by at most one
+// coroutine at a time: the pool hands it out once and gets it back only when
+// the `PooledStack` is dropped, which corosensei does after the coroutine
+// finished (or never, when a suspended coroutine is leaked).
+unsafe impl corosensei::stack::Stack for PooledStack {
+    fn base(&self) -> corosensei::stack::StackPointer {
+        corosensei::stack::StackPointer::new(self.top).expect("stack top is never zero")
+    }
+
+    fn limit(&self) -> corosensei::stack::StackPointer {
+        // corosensei wants the limit to include the guard page.
+        corosensei::stack::StackPointer::new(self.bottom - page_size())
+            .expect("stack limit is never zero")
+    }
+}
+
+impl Drop for PooledStack {
+    fn drop(&mut self) {
+        let (top, bottom) = (self.top, self.bottom);
+        // During thread teardown the pool may be gone: the range then stays
+        // mapped but unused, which is harmless.
+        let _ = POOL.try_with(|pool| pool.borrow_mut().give_back(top, bottom));
+    }
+}
+
+/// One size class: stacks of exactly `size` usable bytes.
+#[derive(Debug)]
+struct Class {
+    size: usize,
+    free: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    classes: Vec<Class>,
+}
+
+impl Pool {
+    fn take(&mut self, size: usize) -> io::Result<PooledStack> {
+        let idx = match self.classes.iter().position(|c| c.size == size) {
+            Some(i) => i,
+            None => {
+                self.classes.push(Class { size, free: Vec::new() });
+                self.classes.len() - 1
+            }
+        };
+        let class = &mut self.classes[idx];
+        if class.free.is_empty() {
+            slab::carve(size, &mut class.free)?;
+        }
+        let (top, bottom) = class.free.pop().expect("carve added stacks");
+        Ok(PooledStack { top, bottom })
+    }
+
+    fn give_back(&mut self, top: usize, bottom: usize) {
+        let size = top - bottom;
+        if let Some(class) = self.classes.iter_mut().find(|c| c.size == size) {
+            if class.free.len() >= HOT_STACKS {
+                slab::release_pages(bottom, top);
+            }
+            class.free.push((top, bottom));
+        }
+    }
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Rounds a requested stack size up to whole pages, at least [`MIN_STACK_SIZE`].
+pub(crate) fn round_size(size: usize) -> usize {
+    let page = page_size();
+    size.max(MIN_STACK_SIZE).div_ceil(page) * page
+}
+
+/// Takes a stack of at least `size` usable bytes from this thread's pool.
+///
+/// # Errors
+/// Fails when the kernel refuses a new slab (`ENOMEM`), or when the
+/// `mprotect` fallback runs out of map entries; the error names
+/// `vm.max_map_count` in that case.
+pub(crate) fn take(size: usize) -> io::Result<PooledStack> {
+    let size = round_size(size);
+    POOL.try_with(|pool| pool.borrow_mut().take(size))
+        .unwrap_or_else(|_| Err(io::Error::other("thread is exiting: no stack pool")))
+}
+
+/// How guard pages are installed in this process (for diagnostics and tests).
+pub(crate) fn guard_mode() -> &'static str {
+    slab::guard_mode().name()
+}
