@@ -54,7 +54,10 @@ impl fmt::Display for Error {
         match self {
             Error::Dead => f.write_str("the greenlet is dead"),
             Error::WrongType { expected, found } => {
-                write!(f, "wrong value type on switch: expected {expected}, found {found}")
+                write!(
+                    f,
+                    "wrong value type on switch: expected {expected}, found {found}"
+                )
             }
             Error::ParentCycle => f.write_str("cyclic parent chain"),
             Error::Blocked => f.write_str(
@@ -101,5 +104,8 @@ pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
 
 /// Prints a panic that nobody will ever see through a join.
 pub(crate) fn report_unhandled(name: &str, p: &(dyn Any + Send)) {
-    eprintln!("greenhouse: greenlet '{name}' panicked and nobody joined it: {}", panic_message(p));
+    eprintln!(
+        "greenhouse: greenlet '{name}' panicked and nobody joined it: {}",
+        panic_message(p)
+    );
 }

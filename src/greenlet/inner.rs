@@ -117,7 +117,9 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let Some(coro) = self.coro.get_mut().take() else { return };
+        let Some(coro) = self.coro.get_mut().take() else {
+            return;
+        };
         if !coro.started() || coro.done() {
             return; // Never ran, or finished: dropping is cheap and local.
         }
@@ -125,7 +127,13 @@ impl Drop for Inner {
         // GreenletExit in it from a proper scheduling point. During thread
         // teardown there is no hub any more: abandon it (no destructors run,
         // like an OS thread at process exit).
-        let orphan = Inner::new(self.name.take(), true, None, self.expects.get(), self.stack_size);
+        let orphan = Inner::new(
+            self.name.take(),
+            true,
+            None,
+            self.expects.get(),
+            self.stack_size,
+        );
         orphan.yielder.set(self.yielder.get());
         *orphan.coro.borrow_mut() = Some(coro);
         orphan.state.set(State::Suspended);

@@ -21,8 +21,8 @@ use std::rc::Rc;
 use corosensei::{Coroutine, Yielder};
 
 pub(crate) use inner::{
-    Inner, State, current_is_spawned, current_rc, in_scheduler, install_scheduler, main_rc, tearing_down,
-    with_current,
+    Inner, State, current_is_spawned, current_rc, in_scheduler, install_scheduler, main_rc,
+    tearing_down, with_current,
 };
 pub use payload::GreenletExit;
 pub(crate) use payload::{Expect, Msg, Outcome, Req, Wake};
@@ -150,16 +150,23 @@ impl Greenlet {
         R: 'static,
         F: FnOnce(A) -> R + 'static,
     {
-        let record = Inner::new(None, false, Some(current_rc()), Expect::of::<A>(), stack_size);
+        let record = Inner::new(
+            None,
+            false,
+            Some(current_rc()),
+            Expect::of::<A>(),
+            stack_size,
+        );
         let inner = create(record, move |first| {
             let arg = match first {
                 Msg::Throw => return Outcome::Exited,
-                other => match panic::catch_unwind(AssertUnwindSafe(|| payload::receive::<A>(other)))
-                {
-                    Ok(Ok(a)) => a,
-                    Ok(Err(e)) => return Outcome::Failed(e),
-                    Err(p) => return Outcome::from_result(Err(p)),
-                },
+                other => {
+                    match panic::catch_unwind(AssertUnwindSafe(|| payload::receive::<A>(other))) {
+                        Ok(Ok(a)) => a,
+                        Ok(Err(e)) => return Outcome::Failed(e),
+                        Err(p) => return Outcome::from_result(Err(p)),
+                    }
+                }
             };
             Outcome::from_result(panic::catch_unwind(AssertUnwindSafe(move || {
                 Box::new(f(arg)) as Box<dyn std::any::Any>
@@ -170,7 +177,10 @@ impl Greenlet {
     }
 
     pub(crate) fn from_inner(inner: Rc<Inner>) -> Greenlet {
-        Greenlet { inner, _not_send: PhantomData }
+        Greenlet {
+            inner,
+            _not_send: PhantomData,
+        }
     }
 
     /// The greenlet that is running now (the main greenlet outside any other).
@@ -241,7 +251,10 @@ impl Greenlet {
         self.check_target()?;
         let want = target.expects.get();
         if want.id != TypeId::of::<T>() {
-            return Err(Error::WrongType { expected: want.name, found: std::any::type_name::<T>() });
+            return Err(Error::WrongType {
+                expected: want.name,
+                found: std::any::type_name::<T>(),
+            });
         }
         let mut slot = Some(value);
         let msg = Msg::Value(payload::Transfer::new(&mut slot));

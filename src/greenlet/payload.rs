@@ -49,7 +49,10 @@ pub(crate) struct Expect {
 
 impl Expect {
     pub(crate) fn of<T: 'static>() -> Self {
-        Expect { id: TypeId::of::<T>(), name: std::any::type_name::<T>() }
+        Expect {
+            id: TypeId::of::<T>(),
+            name: std::any::type_name::<T>(),
+        }
     }
 }
 
@@ -151,10 +154,14 @@ pub(crate) fn receive<R: 'static>(msg: Msg) -> Result<R, Error> {
         found,
     };
     match msg {
-        Msg::Value(t) => t.take::<R>().ok_or_else(|| mismatch("a value of another type")),
+        Msg::Value(t) => t
+            .take::<R>()
+            .ok_or_else(|| mismatch("a value of another type")),
         Msg::Boxed(b) => match b.downcast::<R>() {
             Ok(v) => Ok(*v),
-            Err(_) => Err(mismatch("the return value of a finished greenlet, of another type")),
+            Err(_) => Err(mismatch(
+                "the return value of a finished greenlet, of another type",
+            )),
         },
         Msg::Panic(p) => panic::resume_unwind(p),
         Msg::Throw => panic::resume_unwind(Box::new(GreenletExit)),

@@ -109,7 +109,7 @@ fn drive(mut next: Option<(Rc<Inner>, Msg)>) -> Msg {
 /// spawned greenlet, or one whose ancestors are all dead or blocked in the
 /// hub, hands its outcome to the hub.
 fn finish(g: &Rc<Inner>, outcome: Outcome) -> Option<(Rc<Inner>, Msg)> {
-    let mut parent = g.parent.borrow_mut().take();
+    let mut parent = g.parent.borrow().clone();
     g.bury();
     if !g.spawned {
         while let Some(p) = parent {

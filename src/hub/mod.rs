@@ -21,7 +21,9 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub use spawn::{Builder, JoinHandle, Joined, joinall, joinall_timeout, killall, spawn, spawn_later};
+pub use spawn::{
+    Builder, JoinHandle, Joined, joinall, joinall_timeout, killall, spawn, spawn_later,
+};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, yield_now};
 pub use watcher::Watcher;
 

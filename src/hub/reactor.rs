@@ -97,7 +97,11 @@ impl Reactor {
             let fd = unsafe { BorrowedFd::borrow_raw(src.fd) };
             let _ = p.delete(fd);
         }
-        let removed = self.sources.borrow_mut().get_mut(src.key).and_then(Option::take);
+        let removed = self
+            .sources
+            .borrow_mut()
+            .get_mut(src.key)
+            .and_then(Option::take);
         self.free.borrow_mut().push(src.key);
         drop(removed);
     }

@@ -137,7 +137,15 @@ pub(crate) fn park(deadline: Option<Instant>) -> Woke {
             return woke_by_timer(&cur);
         }
     }
-    let timer = eff.map(|e| hub.timers.insert(e, Token { g: cur.clone(), generation }));
+    let timer = eff.map(|e| {
+        hub.timers.insert(
+            e,
+            Token {
+                g: cur.clone(),
+                generation,
+            },
+        )
+    });
     // Cancels the timer on every exit path, including a kill's unwind.
     struct CancelTimer<'a>(&'a super::Hub, Option<super::timers::TimerKey>);
     impl Drop for CancelTimer<'_> {
@@ -217,13 +225,17 @@ impl WaitList {
         arm: impl FnOnce() -> std::io::Result<()>,
     ) -> std::io::Result<Woke> {
         let id = next_waiter_id();
-        self.entries.borrow_mut().push_back((id, Token::for_next_park()));
+        self.entries
+            .borrow_mut()
+            .push_back((id, Token::for_next_park()));
         struct Remove<'a>(&'a WaitList, u64);
         impl Drop for Remove<'_> {
             fn drop(&mut self) {
                 let removed = {
                     let mut e = self.0.entries.borrow_mut();
-                    e.iter().position(|(i, _)| *i == self.1).and_then(|p| e.remove(p))
+                    e.iter()
+                        .position(|(i, _)| *i == self.1)
+                        .and_then(|p| e.remove(p))
                 };
                 drop(removed);
             }
@@ -236,7 +248,10 @@ impl WaitList {
     /// Wakes every waiter (they leave the list now).
     pub(crate) fn wake_all(&self, ready: &ReadyQueue) -> usize {
         let drained = std::mem::take(&mut *self.entries.borrow_mut());
-        drained.iter().filter(|(_, t)| t.wake(ready, Wake::Ready)).count()
+        drained
+            .iter()
+            .filter(|(_, t)| t.wake(ready, Wake::Ready))
+            .count()
     }
 
     pub(crate) fn len(&self) -> usize {

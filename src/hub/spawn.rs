@@ -41,7 +41,10 @@ impl Default for Builder {
 impl Builder {
     /// Default options: `Greenlet-<n>` names, [`DEFAULT_STACK_SIZE`] stacks.
     pub fn new() -> Builder {
-        Builder { name: None, stack_size: DEFAULT_STACK_SIZE }
+        Builder {
+            name: None,
+            stack_size: DEFAULT_STACK_SIZE,
+        }
     }
 
     /// Names the greenlet (shown in errors, panic reports and overflow reports).
@@ -123,7 +126,9 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    Builder::new().spawn_later(delay, f).unwrap_or_else(JoinHandle::failed)
+    Builder::new()
+        .spawn_later(delay, f)
+        .unwrap_or_else(JoinHandle::failed)
 }
 
 thread_local! {
@@ -192,7 +197,11 @@ where
             hub.timers.insert(at, Token::new(inner.clone(), 1));
         }
     }
-    Ok(JoinHandle { g: inner, state, _not_send: PhantomData })
+    Ok(JoinHandle {
+        g: inner,
+        state,
+        _not_send: PhantomData,
+    })
 }
 
 /// Shared between a spawned greenlet and its handle.
@@ -265,7 +274,11 @@ impl<T> JoinHandle<T> {
         let state = Rc::new(JoinState::new());
         *state.result.borrow_mut() = Some(Err(e));
         state.done.set(true);
-        JoinHandle { g, state, _not_send: PhantomData }
+        JoinHandle {
+            g,
+            state,
+            _not_send: PhantomData,
+        }
     }
 
     /// Waits for the greenlet to finish and returns its result.
@@ -460,7 +473,9 @@ pub fn joinall_timeout<T>(handles: Vec<JoinHandle<T>>, timeout: Duration) -> Vec
 /// greenhouse::killall(&hs).unwrap();
 /// assert!(hs.iter().all(|h| h.is_ready()));
 /// ```
-pub fn killall<'a, T: 'a>(handles: impl IntoIterator<Item = &'a JoinHandle<T>>) -> Result<(), Error> {
+pub fn killall<'a, T: 'a>(
+    handles: impl IntoIterator<Item = &'a JoinHandle<T>>,
+) -> Result<(), Error> {
     let hs: Vec<&JoinHandle<T>> = handles.into_iter().collect();
     for h in &hs {
         h.kill_nowait();

@@ -138,7 +138,9 @@ pub struct Timeout {
 
 impl fmt::Debug for Timeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Timeout").field("deadline", &self.deadline).finish()
+        f.debug_struct("Timeout")
+            .field("deadline", &self.deadline)
+            .finish()
     }
 }
 
@@ -153,7 +155,12 @@ impl Timeout {
         let g = greenlet::current_rc();
         let id = next_scope_id();
         g.deadlines.borrow_mut().push((id, deadline, false));
-        Timeout { g, id, deadline, _not_send: PhantomData }
+        Timeout {
+            g,
+            id,
+            deadline,
+            _not_send: PhantomData,
+        }
     }
 
     /// When it expires.
@@ -163,7 +170,11 @@ impl Timeout {
 
     /// Whether it has interrupted a blocking operation.
     pub fn fired(&self) -> bool {
-        self.g.deadlines.borrow().iter().any(|d| d.0 == self.id && d.2)
+        self.g
+            .deadlines
+            .borrow()
+            .iter()
+            .any(|d| d.0 == self.id && d.2)
     }
 
     /// Disarms it (same as dropping it).
@@ -195,5 +206,9 @@ impl Drop for Timeout {
 pub fn with_timeout<R>(duration: Duration, f: impl FnOnce() -> R) -> Result<R, Error> {
     let t = Timeout::start(duration);
     let r = f();
-    if t.fired() { Err(Error::TimedOut) } else { Ok(r) }
+    if t.fired() {
+        Err(Error::TimedOut)
+    } else {
+        Ok(r)
+    }
 }

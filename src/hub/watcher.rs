@@ -47,7 +47,9 @@ pub struct Watcher<T: AsFd> {
 
 impl<T: AsFd> fmt::Debug for Watcher<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Watcher").field("fd", &self.as_raw_fd()).finish()
+        f.debug_struct("Watcher")
+            .field("fd", &self.as_raw_fd())
+            .finish()
     }
 }
 
@@ -64,7 +66,12 @@ impl<T: AsFd> Watcher<T> {
     pub fn new(io: T) -> io::Result<Watcher<T>> {
         let hub = super::get();
         let src = hub.reactor.register(io.as_fd())?;
-        Ok(Watcher { io: Some(io), src, hub, _not_send: PhantomData })
+        Ok(Watcher {
+            io: Some(io),
+            src,
+            hub,
+            _not_send: PhantomData,
+        })
     }
 
     /// The wrapped object.
@@ -81,9 +88,10 @@ impl<T: AsFd> Watcher<T> {
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
         match self.hub.reactor.wait(&self.src, interest, deadline)? {
             Woke::Ready => Ok(()),
-            Woke::Deadline | Woke::TimedOut => {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for readiness"))
-            }
+            Woke::Deadline | Woke::TimedOut => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "timed out waiting for readiness",
+            )),
             Woke::Deadlock => Err(crate::Error::Deadlock.into()),
         }
     }

@@ -92,7 +92,10 @@ impl Pool {
         let idx = match self.classes.iter().position(|c| c.size == size) {
             Some(i) => i,
             None => {
-                self.classes.push(Class { size, free: Vec::new() });
+                self.classes.push(Class {
+                    size,
+                    free: Vec::new(),
+                });
                 self.classes.len() - 1
             }
         };

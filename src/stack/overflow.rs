@@ -36,7 +36,12 @@ static SLABS: AtomicPtr<SlabNode> = AtomicPtr::new(ptr::null_mut());
 
 /// Records a slab so the handler can recognise its guard pages.
 pub(super) fn register_slab(base: usize, len: usize, stride: usize) {
-    let node = Box::into_raw(Box::new(SlabNode { base, len, stride, next: ptr::null_mut() }));
+    let node = Box::into_raw(Box::new(SlabNode {
+        base,
+        len,
+        stride,
+        next: ptr::null_mut(),
+    }));
     let mut head = SLABS.load(Ordering::Acquire);
     loop {
         // SAFETY: `node` is ours until the CAS publishes it.
@@ -119,7 +124,8 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
                 f(sig, info, ctx);
             } else {
                 // SAFETY: a plain (non-SA_SIGINFO) handler takes the signal only.
-                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev.sa_sigaction) };
+                let f: extern "C" fn(libc::c_int) =
+                    unsafe { std::mem::transmute(prev.sa_sigaction) };
                 f(sig);
             }
         }
@@ -166,7 +172,11 @@ impl Drop for AltStack {
         // not running on it (thread-local destructors run on the thread's
         // own stack).
         unsafe {
-            let ss = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+            let ss = libc::stack_t {
+                ss_sp: ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
             libc::sigaltstack(&ss, ptr::null_mut());
             libc::munmap(self.base, self.len);
         }
@@ -189,8 +199,9 @@ pub(crate) fn ensure_thread_ready() {
     }
     READY.with(|r| r.set(true));
     install_handler();
-    // SAFETY: querying the current alternate stack writes into `cur` only.
+    // SAFETY: stack_t is plain data; all-zero is a valid value.
     let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: querying the current alternate stack writes into `cur` only.
     unsafe { libc::sigaltstack(ptr::null(), &mut cur) };
     if cur.ss_flags & libc::SS_DISABLE == 0 {
         return; // Rust's runtime (or the user) already installed one.
@@ -210,7 +221,11 @@ pub(crate) fn ensure_thread_ready() {
     if base == libc::MAP_FAILED {
         return; // Overflow then dies by the default action, unreported.
     }
-    let ss = libc::stack_t { ss_sp: base, ss_flags: 0, ss_size: len };
+    let ss = libc::stack_t {
+        ss_sp: base,
+        ss_flags: 0,
+        ss_size: len,
+    };
     // SAFETY: `base..base+len` is ours and stays mapped until `AltStack`
     // drops, which first disables it.
     unsafe { libc::sigaltstack(&ss, ptr::null_mut()) };

@@ -86,20 +86,29 @@ fn install_guard(addr: usize) -> io::Result<()> {
     }
     let err = io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::ENOMEM) {
-        let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "?".into());
-        return Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            format!(
-                "cannot install a stack guard page: the process ran out of memory map \
-                 entries (vm.max_map_count = {limit}); this kernel lacks MADV_GUARD_INSTALL, \
-                 so every greenlet stack costs two map entries. Raise vm.max_map_count \
-                 (sysctl -w vm.max_map_count=...) or keep fewer greenlets alive"
-            ),
+        return Err(out_of_maps(
+            "cannot install a stack guard page: this kernel lacks MADV_GUARD_INSTALL, so \
+             every greenlet stack costs two map entries",
         ));
     }
     Err(err)
+}
+
+/// The error for `ENOMEM` from the kernel's map table, naming the limit.
+fn out_of_maps(what: &str) -> io::Error {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    let used = std::fs::read_to_string("/proc/self/maps")
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!(
+            "{what}; the process has {used} memory maps and vm.max_map_count is {limit}. \
+             Raise it (sysctl -w vm.max_map_count=...) or keep fewer greenlets alive"
+        ),
+    )
 }
 
 /// Maps a new slab of stacks of `size` usable bytes and pushes each stack as
@@ -122,13 +131,17 @@ pub(super) fn carve(size: usize, free: &mut Vec<(usize, usize)>) -> io::Result<(
     };
     if base == libc::MAP_FAILED {
         let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOMEM) {
+            return Err(out_of_maps(&format!(
+                "cannot map {len} bytes for greenlet stacks (out of memory or of map entries)"
+            )));
+        }
         return Err(io::Error::new(
             err.kind(),
             format!("cannot map {len} bytes for greenlet stacks: {err}"),
         ));
     }
     let base = base as usize;
-    super::overflow::register_slab(base, len, stride);
     // Push in reverse so the lowest stack is handed out first.
     let mut carved = Vec::with_capacity(count);
     for i in 0..count {
@@ -137,12 +150,15 @@ pub(super) fn carve(size: usize, free: &mut Vec<(usize, usize)>) -> io::Result<(
             // Keep the stacks that did get a guard; report the error only if
             // none did.
             if carved.is_empty() {
+                // SAFETY: nothing was handed out from this mapping.
+                unsafe { libc::munmap(base as *mut libc::c_void, len) };
                 return Err(e);
             }
             break;
         }
         carved.push((guard + stride, guard + page));
     }
+    super::overflow::register_slab(base, len, stride);
     free.extend(carved.into_iter().rev());
     Ok(())
 }
@@ -152,6 +168,10 @@ pub(super) fn carve(size: usize, free: &mut Vec<(usize, usize)>) -> io::Result<(
 pub(super) fn release_pages(bottom: usize, top: usize) {
     // SAFETY: the range is a free stack of ours; nobody runs on it.
     unsafe {
-        libc::madvise(bottom as *mut libc::c_void, top - bottom, libc::MADV_DONTNEED);
+        libc::madvise(
+            bottom as *mut libc::c_void,
+            top - bottom,
+            libc::MADV_DONTNEED,
+        );
     }
 }
