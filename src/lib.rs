@@ -43,6 +43,10 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+struct ReadmeDoctests;
+
 mod error;
 mod greenlet;
 mod hub;

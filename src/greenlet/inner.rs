@@ -12,12 +12,13 @@ use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 
-use super::payload::{Expect, Msg, Outcome, Req};
+use super::payload::{Expect, Msg, Outcome};
 use super::trampoline::Schedule;
 use crate::stack::PooledStack;
 
 /// The coroutine type every greenlet runs on.
-pub(crate) type Coro = Coroutine<Msg, Req, Outcome, PooledStack>;
+/// Input `()`: messages go through `Inner::pending`; yield: who runs next.
+pub(crate) type Coro = Coroutine<(), Option<Rc<Inner>>, Outcome, PooledStack>;
 
 /// Where a greenlet is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,9 +51,9 @@ pub(crate) struct Inner {
     pub(crate) parent: RefCell<Option<Rc<Inner>>>,
     pub(crate) coro: RefCell<Option<Coro>>,
     /// Set by the body on first resume; valid while the coroutine lives.
-    pub(crate) yielder: Cell<*const Yielder<Msg, Req>>,
+    pub(crate) yielder: Cell<*const Yielder<(), Option<Rc<Inner>>>>,
     pub(crate) stack_size: usize,
-    /// Message for the scheduler to resume it with (state `Ready`).
+    /// Its inbox: the message it will find when it is next resumed.
     pub(crate) pending: Cell<Option<Msg>>,
     /// Bumped at every park; wake tokens carry the value they were made for.
     pub(crate) park_gen: Cell<u64>,
@@ -91,6 +92,23 @@ impl Inner {
         inner.is_main = true;
         inner.state.set(State::Running);
         inner
+    }
+
+    /// Puts `msg` in the inbox (replacing, and dropping, anything there).
+    #[inline]
+    pub(crate) fn put_msg(&self, msg: Msg) {
+        if let Some(old) = self.pending.replace(Some(msg)) {
+            drop_cold(old);
+        }
+    }
+
+    /// Takes the inbox (a plain wake-up if it is empty).
+    #[inline]
+    pub(crate) fn take_msg(&self) -> Msg {
+        match self.pending.take() {
+            Some(m) => m,
+            None => Msg::Wake(super::payload::Wake::Ready),
+        }
     }
 
     /// The greenlet's name: the one given to its builder, or `Greenlet-<id>`.
@@ -148,6 +166,11 @@ impl Drop for Inner {
     }
 }
 
+#[cold]
+fn drop_cold(msg: Msg) {
+    drop(msg);
+}
+
 fn next_id() -> u64 {
     thread_local! { static NEXT: Cell<u64> = const { Cell::new(1) }; }
     NEXT.with(|n| {
@@ -167,6 +190,7 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         TEARDOWN.with(|t| t.set(true));
         CURRENT.with(|c| c.set(std::ptr::null()));
+        MAIN.with(|m| m.set(std::ptr::null()));
         drop(self.sched.borrow_mut().take());
         // SAFETY: `main` came from `Rc::into_raw` in `Ctx::new` and this is
         // the matching release.
@@ -177,6 +201,8 @@ impl Drop for Ctx {
 thread_local! {
     /// The running greenlet (raw for speed and for the overflow handler).
     static CURRENT: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
+    /// This thread's main greenlet (null until the context exists).
+    static MAIN: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
     /// Set once this thread's context is being destroyed.
     static TEARDOWN: Cell<bool> = const { Cell::new(false) };
     /// True while the trampoline itself (not greenlet or main code) runs.
@@ -186,6 +212,7 @@ thread_local! {
         crate::stack::set_name_hook(name_hook);
         let main = Rc::into_raw(Rc::new(Inner::new_main()));
         CURRENT.with(|c| c.set(main));
+        MAIN.with(|m| m.set(main));
         Ctx { main, sched: RefCell::new(None) }
     };
 }
@@ -234,6 +261,7 @@ fn name_hook(buf: &mut [u8]) -> usize {
 ///
 /// The returned reference is valid until the next switch; callers use it
 /// only within the current step of the running greenlet.
+#[inline]
 pub(crate) fn current_ptr() -> *const Inner {
     let p = CURRENT.with(Cell::get);
     if !p.is_null() {
@@ -285,7 +313,12 @@ pub(crate) fn set_current(p: *const Inner) {
     CURRENT.with(|c| c.set(p));
 }
 
+#[inline]
 pub(crate) fn main_ptr() -> *const Inner {
+    let p = MAIN.with(Cell::get);
+    if !p.is_null() {
+        return p;
+    }
     CTX.with(|c| c.main)
 }
 

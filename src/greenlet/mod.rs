@@ -25,7 +25,7 @@ pub(crate) use inner::{
     tearing_down, with_current,
 };
 pub use payload::GreenletExit;
-pub(crate) use payload::{Expect, Msg, Outcome, Req, Wake};
+pub(crate) use payload::{Expect, Msg, Outcome, Wake};
 pub(crate) use trampoline::{Schedule, suspend};
 
 use crate::error::Error;
@@ -91,9 +91,12 @@ pub(crate) fn create(
     body: impl FnOnce(Msg) -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
     let stack = stack::take(inner.stack_size)?;
-    let coro = Coroutine::with_stack(stack, move |y: &Yielder<Msg, Req>, first: Msg| {
-        with_current(|c| c.yielder.set(y as *const _));
-        body(first)
+    let coro = Coroutine::with_stack(stack, move |y: &Yielder<(), Option<Rc<Inner>>>, ()| {
+        let first = with_current(|c| {
+            c.yielder.set(y as *const _);
+            c.pending.take()
+        });
+        body(first.unwrap_or_else(|| Msg::Wake(Wake::Ready)))
     });
     *inner.coro.borrow_mut() = Some(coro);
     Ok(Rc::new(inner))
@@ -257,12 +260,12 @@ impl Greenlet {
             });
         }
         let mut slot = Some(value);
-        let msg = Msg::Value(payload::Transfer::new(&mut slot));
+        target.put_msg(Msg::Value(payload::Transfer::new(&mut slot)));
         with_current(|c| {
             c.expects.set(Expect::of::<R>());
             c.state.set(State::Suspended);
         });
-        let reply = suspend(Req::Switch(target.clone(), msg));
+        let reply = suspend(Some(target.clone()));
         drop(slot);
         payload::receive::<R>(reply)
     }
@@ -310,7 +313,8 @@ impl Greenlet {
             c.expects.set(Expect::of::<R>());
             c.state.set(State::Suspended);
         });
-        payload::receive::<R>(suspend(Req::Switch(target.clone(), Msg::Throw)))
+        target.put_msg(Msg::Throw);
+        payload::receive::<R>(suspend(Some(target.clone())))
     }
 
     fn check_target(&self) -> Result<(), Error> {

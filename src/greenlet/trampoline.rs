@@ -6,20 +6,24 @@
 //! between two greenlets is `A suspends → main's loop ([`drive`]) → resume B`.
 //! The loop runs on the main greenlet's stack, inside whatever blocking call
 //! main is in; when it has nothing to resume it asks the hub ([`Schedule`]).
+//!
+//! Messages do not travel through corosensei: the sender puts the message
+//! in the receiver's `pending` slot (its inbox) and suspends with only the
+//! target; the receiver takes its inbox when it runs again.
 
 use std::rc::Rc;
 
 use corosensei::CoroutineResult;
 
 use super::inner::{self, Inner, State};
-use super::payload::{Msg, Outcome, Req, Wake};
+use super::payload::{Msg, Outcome, Wake};
 
 /// What the hub provides to the trampoline.
 pub(crate) trait Schedule {
-    /// Picks the next greenlet to resume and the message to resume it with;
-    /// runs timers and waits on the poller as needed. `None` means nothing
-    /// can ever become ready again (deadlock).
-    fn next(&self) -> Option<(Rc<Inner>, Msg)>;
+    /// Picks the next greenlet to resume (its message is in its `pending`
+    /// slot); runs timers and waits on the poller as needed. `None` means
+    /// nothing can ever become ready again (deadlock).
+    fn next(&self) -> Option<Rc<Inner>>;
 
     /// Takes ownership of a suspended greenlet whose last handle was dropped,
     /// to unwind it with `GreenletExit` from a scheduling point.
@@ -29,18 +33,16 @@ pub(crate) trait Schedule {
     fn unhandled(&self, dead: &Inner, outcome: Outcome);
 }
 
-/// Suspends the running greenlet with `req` and returns what it is resumed
-/// with. From main this runs the trampoline loop in place.
-pub(crate) fn suspend(req: Req) -> Msg {
+/// Hands control to `target` (whose inbox the caller has filled), or to the
+/// scheduler when `target` is `None`, and returns the message the current
+/// greenlet is resumed with. From main this runs the trampoline loop in place.
+#[inline]
+pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     let cur = inner::current_ptr();
     // SAFETY: CURRENT is live (inner.rs invariant).
     let cur = unsafe { &*cur };
     if cur.is_main {
-        let first = match req {
-            Req::Switch(target, msg) => Some((target, msg)),
-            Req::Schedule => None,
-        };
-        return drive(first);
+        return drive(target);
     }
     let y = cur.yielder.get();
     debug_assert!(!y.is_null());
@@ -48,25 +50,29 @@ pub(crate) fn suspend(req: Req) -> Msg {
     // points into its own stack; the greenlet is running (it is CURRENT), so
     // we are executing on that stack inside `Coroutine::resume`, which is
     // exactly when `Yielder::suspend` may be called.
-    unsafe { (*y).suspend(req) }
+    unsafe { (*y).suspend(target) };
+    cur.take_msg()
 }
 
 /// The trampoline loop, on main's stack. Resumes greenlets until one hands
 /// control to main, and returns main's message.
-fn drive(mut next: Option<(Rc<Inner>, Msg)>) -> Msg {
+fn drive(mut next: Option<Rc<Inner>>) -> Msg {
     let main = inner::main_ptr();
     let outer = inner::in_scheduler();
     inner::set_in_scheduler(true);
-    let msg = loop {
-        let (g, msg) = match next.take() {
-            Some(x) => x,
+    loop {
+        let g = match next.take() {
+            Some(g) => g,
             None => match inner::scheduler().and_then(|s| s.next()) {
-                Some(x) => x,
-                None => break Msg::Wake(Wake::Deadlock),
+                Some(g) => g,
+                None => {
+                    inner::set_in_scheduler(outer);
+                    return Msg::Wake(Wake::Deadlock);
+                }
             },
         };
         if g.is_main {
-            break msg;
+            break;
         }
         g.state.set(State::Running);
         let raw = Rc::into_raw(g);
@@ -78,7 +84,7 @@ fn drive(mut next: Option<(Rc<Inner>, Msg)>) -> Msg {
         let result = {
             let mut coro = g_ref.coro.borrow_mut();
             match coro.as_mut() {
-                Some(c) if !c.done() => Some(c.resume(msg)),
+                Some(c) if !c.done() => Some(c.resume(())),
                 _ => None,
             }
         };
@@ -87,8 +93,7 @@ fn drive(mut next: Option<(Rc<Inner>, Msg)>) -> Msg {
         // SAFETY: matches the `into_raw` above.
         let g = unsafe { Rc::from_raw(raw) };
         next = match result {
-            Some(CoroutineResult::Yield(Req::Switch(target, m))) => Some((target, m)),
-            Some(CoroutineResult::Yield(Req::Schedule)) => None,
+            Some(CoroutineResult::Yield(target)) => target,
             Some(CoroutineResult::Return(outcome)) => finish(&g, outcome),
             None => {
                 // A greenlet without a live coroutine cannot be resumed; it
@@ -97,24 +102,28 @@ fn drive(mut next: Option<(Rc<Inner>, Msg)>) -> Msg {
                 None
             }
         };
-    };
+    }
     inner::set_in_scheduler(outer);
     // SAFETY: main is live for the thread's life.
-    unsafe { (*main).state.set(State::Running) };
-    msg
+    let main = unsafe { &*main };
+    main.state.set(State::Running);
+    main.take_msg()
 }
 
 /// Buries a finished greenlet and finds who receives its outcome: the
 /// nearest live ancestor waiting in a `switch` (or not started yet). A
 /// spawned greenlet, or one whose ancestors are all dead or blocked in the
 /// hub, hands its outcome to the hub.
-fn finish(g: &Rc<Inner>, outcome: Outcome) -> Option<(Rc<Inner>, Msg)> {
+fn finish(g: &Rc<Inner>, outcome: Outcome) -> Option<Rc<Inner>> {
     let mut parent = g.parent.borrow().clone();
     g.bury();
     if !g.spawned {
         while let Some(p) = parent {
             match p.state.get() {
-                State::Suspended | State::NotStarted => return Some((p, outcome.into_msg())),
+                State::Suspended | State::NotStarted => {
+                    p.put_msg(outcome.into_msg());
+                    return Some(p);
+                }
                 State::Dead => parent = p.parent.borrow().clone(),
                 _ => break,
             }

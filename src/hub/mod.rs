@@ -27,7 +27,7 @@ pub use spawn::{
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, yield_now};
 pub use watcher::Watcher;
 
-use crate::greenlet::{self, Inner, Msg, Outcome, Schedule, Wake};
+use crate::greenlet::{self, Inner, Outcome, Schedule};
 use reactor::Reactor;
 use scheduler::ReadyQueue;
 use timers::Timers;
@@ -96,18 +96,26 @@ impl Hub {
 }
 
 impl Schedule for Hub {
-    fn next(&self) -> Option<(Rc<Inner>, Msg)> {
+    fn next(&self) -> Option<Rc<Inner>> {
         loop {
-            let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
-            for o in orphans {
-                scheduler::throw_into(&self.ready, &o);
+            if !self.orphans.borrow().is_empty() {
+                let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
+                for o in orphans {
+                    scheduler::throw_into(&self.ready, &o);
+                }
             }
             if self.budget.get() > 0 {
                 if let Some(g) = self.ready.pop() {
                     self.budget.set(self.budget.get() - 1);
-                    let msg = g.pending.take().unwrap_or(Msg::Wake(Wake::Ready));
-                    return Some((g, msg));
+                    return Some(g);
                 }
+            }
+            // Tick boundary. With no timers and nobody waiting for IO there
+            // is nothing to poll: start the next tick without a system call.
+            let idle_kernel = self.timers.len() == 0 && !self.reactor.has_waiters();
+            if idle_kernel && !self.ready.is_empty() {
+                self.budget.set(self.ready.len());
+                continue;
             }
             let now = Instant::now();
             self.timers.fire_due(now, &self.ready);

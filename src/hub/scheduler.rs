@@ -11,7 +11,7 @@ use std::panic;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::greenlet::{self, GreenletExit, Inner, Msg, Req, State, Wake};
+use crate::greenlet::{self, GreenletExit, Inner, Msg, State, Wake};
 
 /// How a [`park`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Token {
             return false;
         }
         g.state.set(State::Ready);
-        g.pending.set(Some(Msg::Wake(wake)));
+        g.put_msg(Msg::Wake(wake));
         ready.push(self.g.clone());
         true
     }
@@ -96,14 +96,14 @@ pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
     match g.state.get() {
         State::Dead | State::Running => false,
         State::Ready => {
-            g.pending.set(Some(Msg::Throw));
+            g.put_msg(Msg::Throw);
             true
         }
         State::Parked | State::Suspended | State::NotStarted => {
             // Bump the generation so no stale token can wake it again.
             g.park_gen.set(g.park_gen.get() + 1);
             g.state.set(State::Ready);
-            g.pending.set(Some(Msg::Throw));
+            g.put_msg(Msg::Throw);
             ready.push(g.clone());
             true
         }
@@ -157,7 +157,7 @@ pub(crate) fn park(deadline: Option<Instant>) -> Woke {
     }
     let _cancel = CancelTimer(&hub, timer);
     cur.state.set(State::Parked);
-    let msg = greenlet::suspend(Req::Schedule);
+    let msg = greenlet::suspend(None);
     match msg {
         Msg::Wake(Wake::Ready) => Woke::Ready,
         Msg::Wake(Wake::Timer) => woke_by_timer(&cur),
@@ -181,10 +181,10 @@ pub(crate) fn yield_now() {
     let cur = greenlet::current_rc();
     cur.park_gen.set(cur.park_gen.get() + 1);
     cur.state.set(State::Ready);
-    cur.pending.set(Some(Msg::Wake(Wake::Ready)));
+    cur.put_msg(Msg::Wake(Wake::Ready));
     hub.ready.push(cur);
     drop(hub);
-    if let Msg::Throw = greenlet::suspend(Req::Schedule) {
+    if let Msg::Throw = greenlet::suspend(None) {
         panic::resume_unwind(Box::new(GreenletExit));
     }
 }
@@ -193,9 +193,13 @@ pub(crate) fn yield_now() {
 ///
 /// Every entry is removed by a guard when its park ends, whatever the
 /// reason (woken, timed out, killed), so a list never holds stale waiters.
+/// The first waiter is stored inline: a join (one waiter) allocates nothing.
 #[derive(Default)]
 pub(crate) struct WaitList {
-    entries: RefCell<VecDeque<(u64, Token)>>,
+    /// The oldest waiter, if any.
+    head: RefCell<Option<(u64, Token)>>,
+    /// Later waiters, oldest first.
+    rest: RefCell<VecDeque<(u64, Token)>>,
 }
 
 fn next_waiter_id() -> u64 {
@@ -216,6 +220,28 @@ impl WaitList {
         }
     }
 
+    fn push(&self, entry: (u64, Token)) {
+        let mut head = self.head.borrow_mut();
+        if head.is_none() && self.rest.borrow().is_empty() {
+            *head = Some(entry);
+        } else {
+            self.rest.borrow_mut().push_back(entry);
+        }
+    }
+
+    fn remove(&self, id: u64) -> Option<(u64, Token)> {
+        let mut head = self.head.borrow_mut();
+        if head.as_ref().is_some_and(|(i, _)| *i == id) {
+            let out = head.take();
+            *head = self.rest.borrow_mut().pop_front();
+            return out;
+        }
+        let mut rest = self.rest.borrow_mut();
+        rest.iter()
+            .position(|(i, _)| *i == id)
+            .and_then(|p| rest.remove(p))
+    }
+
     /// Like [`wait`](Self::wait), calling `arm` once the entry is in the
     /// list (the reactor arms the poller there). An `arm` error is returned
     /// without parking.
@@ -225,18 +251,11 @@ impl WaitList {
         arm: impl FnOnce() -> std::io::Result<()>,
     ) -> std::io::Result<Woke> {
         let id = next_waiter_id();
-        self.entries
-            .borrow_mut()
-            .push_back((id, Token::for_next_park()));
+        self.push((id, Token::for_next_park()));
         struct Remove<'a>(&'a WaitList, u64);
         impl Drop for Remove<'_> {
             fn drop(&mut self) {
-                let removed = {
-                    let mut e = self.0.entries.borrow_mut();
-                    e.iter()
-                        .position(|(i, _)| *i == self.1)
-                        .and_then(|p| e.remove(p))
-                };
+                let removed = self.0.remove(self.1);
                 drop(removed);
             }
         }
@@ -245,20 +264,21 @@ impl WaitList {
         Ok(park(deadline))
     }
 
-    /// Wakes every waiter (they leave the list now).
+    /// Wakes every waiter (they leave the list now), oldest first.
     pub(crate) fn wake_all(&self, ready: &ReadyQueue) -> usize {
-        let drained = std::mem::take(&mut *self.entries.borrow_mut());
-        drained
-            .iter()
+        let head = self.head.borrow_mut().take();
+        let rest = std::mem::take(&mut *self.rest.borrow_mut());
+        head.iter()
+            .chain(rest.iter())
             .filter(|(_, t)| t.wake(ready, Wake::Ready))
             .count()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.borrow().len()
+        usize::from(self.head.borrow().is_some()) + self.rest.borrow().len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.borrow().is_empty()
+        self.head.borrow().is_none()
     }
 }
