@@ -54,7 +54,7 @@ pub(crate) struct Inner {
     pub(crate) yielder: Cell<*const Yielder<(), Option<Rc<Inner>>>>,
     pub(crate) stack_size: usize,
     /// Its inbox: the message it will find when it is next resumed.
-    pub(crate) pending: Cell<Option<Msg>>,
+    pub(crate) pending: Cell<Msg>,
     /// Bumped at every park; wake tokens carry the value they were made for.
     pub(crate) park_gen: Cell<u64>,
     /// Deadlines of the `Timeout` scopes armed by this greenlet:
@@ -81,7 +81,7 @@ impl Inner {
             coro: RefCell::new(None),
             yielder: Cell::new(std::ptr::null()),
             stack_size,
-            pending: Cell::new(None),
+            pending: Cell::new(Msg::Empty),
             park_gen: Cell::new(0),
             deadlines: RefCell::new(Vec::new()),
         }
@@ -95,19 +95,22 @@ impl Inner {
     }
 
     /// Puts `msg` in the inbox (replacing, and dropping, anything there).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put_msg(&self, msg: Msg) {
-        if let Some(old) = self.pending.replace(Some(msg)) {
+        let old = self.pending.replace(msg);
+        if !matches!(old, Msg::Empty) {
             drop_cold(old);
+        } else {
+            std::mem::forget(old);
         }
     }
 
     /// Takes the inbox (a plain wake-up if it is empty).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_msg(&self) -> Msg {
-        match self.pending.take() {
-            Some(m) => m,
-            None => Msg::Wake(super::payload::Wake::Ready),
+        match self.pending.replace(Msg::Empty) {
+            Msg::Empty => Msg::Wake(super::payload::Wake::Ready),
+            m => m,
         }
     }
 
@@ -261,7 +264,7 @@ fn name_hook(buf: &mut [u8]) -> usize {
 ///
 /// The returned reference is valid until the next switch; callers use it
 /// only within the current step of the running greenlet.
-#[inline]
+#[inline(always)]
 pub(crate) fn current_ptr() -> *const Inner {
     let p = CURRENT.with(Cell::get);
     if !p.is_null() {
@@ -271,7 +274,7 @@ pub(crate) fn current_ptr() -> *const Inner {
 }
 
 /// Runs `f` with the running greenlet.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Inner) -> R) -> R {
     // SAFETY: module invariant: CURRENT is live, and nothing can switch
     // away (and so drop it) while `f` holds the borrow... except `f`

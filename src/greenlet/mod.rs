@@ -94,9 +94,9 @@ pub(crate) fn create(
     let coro = Coroutine::with_stack(stack, move |y: &Yielder<(), Option<Rc<Inner>>>, ()| {
         let first = with_current(|c| {
             c.yielder.set(y as *const _);
-            c.pending.take()
+            c.take_msg()
         });
-        body(first.unwrap_or_else(|| Msg::Wake(Wake::Ready)))
+        body(first)
     });
     *inner.coro.borrow_mut() = Some(coro);
     Ok(Rc::new(inner))
@@ -255,7 +255,7 @@ impl Greenlet {
         let want = target.expects.get();
         if want.id != TypeId::of::<T>() {
             return Err(Error::WrongType {
-                expected: want.name,
+                expected: want.name(),
                 found: std::any::type_name::<T>(),
             });
         }

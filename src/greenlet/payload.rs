@@ -41,15 +41,21 @@ pub struct GreenletExit;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Expect {
     pub(crate) id: TypeId,
-    pub(crate) name: &'static str,
+    /// `type_name::<T>` as a function: one word instead of a `&str`.
+    name: fn() -> &'static str,
 }
 
 impl Expect {
+    #[inline]
     pub(crate) fn of<T: 'static>() -> Self {
         Expect {
             id: TypeId::of::<T>(),
-            name: std::any::type_name::<T>(),
+            name: std::any::type_name::<T>,
         }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        (self.name)()
     }
 }
 
@@ -105,6 +111,8 @@ pub(crate) enum Wake {
 /// forwarding, which tripled the cost of a switch.
 #[repr(u64)]
 pub(crate) enum Msg {
+    /// Nothing (an empty inbox).
+    Empty,
     /// A switched value, still on the sender's stack.
     Value(Transfer),
     /// A finished child's return value.
@@ -123,6 +131,8 @@ pub(crate) enum Msg {
 
 /// How a greenlet's body ended.
 pub(crate) enum Outcome {
+    /// A spawned greenlet finished and stored its own result.
+    Done,
     Returned(Box<dyn Any>),
     Panicked(Box<dyn Any + Send>),
     Exited,
@@ -141,6 +151,7 @@ impl Outcome {
 
     pub(crate) fn into_msg(self) -> Msg {
         match self {
+            Outcome::Done => Msg::Boxed(Box::new(())),
             Outcome::Returned(v) => Msg::Boxed(v),
             Outcome::Panicked(p) => Msg::Panic(p),
             Outcome::Exited => Msg::Exited,
@@ -156,16 +167,16 @@ impl Outcome {
 /// are unwinds the API promises, not misuse.
 #[inline]
 pub(crate) fn receive<R: 'static>(msg: Msg) -> Result<R, Error> {
-    if let Msg::Value(t) = msg {
-        return match t.take::<R>() {
+    match msg {
+        Msg::Value(t) => match t.take::<R>() {
             Some(v) => Ok(v),
             None => Err(Error::WrongType {
                 expected: std::any::type_name::<R>(),
                 found: "a value of another type",
             }),
-        };
+        },
+        other => receive_slow(other),
     }
-    receive_slow(msg)
 }
 
 #[cold]
@@ -187,6 +198,6 @@ fn receive_slow<R: 'static>(msg: Msg) -> Result<R, Error> {
         Msg::Exited => Err(Error::Killed),
         Msg::Error(e) => Err(*e),
         Msg::Wake(Wake::Deadlock) => Err(Error::Deadlock),
-        Msg::Wake(_) => Err(Error::Blocked),
+        Msg::Wake(_) | Msg::Empty => Err(Error::Blocked),
     }
 }

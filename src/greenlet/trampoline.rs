@@ -36,7 +36,7 @@ pub(crate) trait Schedule {
 /// Hands control to `target` (whose inbox the caller has filled), or to the
 /// scheduler when `target` is `None`, and returns the message the current
 /// greenlet is resumed with. From main this runs the trampoline loop in place.
-#[inline]
+#[inline(always)]
 pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     let cur = inner::current_ptr();
     // SAFETY: CURRENT is live (inner.rs invariant).

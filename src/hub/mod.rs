@@ -49,8 +49,14 @@ thread_local! {
 
 /// This thread's hub, created on first use.
 pub(crate) fn get() -> Rc<Hub> {
+    with(|h| h.clone())
+}
+
+/// Runs `f` with this thread's hub (no reference count traffic).
+#[inline]
+pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
     HUB.with(|h| {
-        h.get_or_init(|| {
+        f(h.get_or_init(|| {
             let hub = Rc::new(Hub {
                 ready: ReadyQueue::default(),
                 timers: Timers::default(),
@@ -60,8 +66,7 @@ pub(crate) fn get() -> Rc<Hub> {
             });
             greenlet::install_scheduler(hub.clone());
             hub
-        })
-        .clone()
+        }))
     })
 }
 

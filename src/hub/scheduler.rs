@@ -113,7 +113,10 @@ pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
 /// Parks the current greenlet until a token wakes it, `deadline` passes or
 /// an armed `Timeout` scope expires. Raises `GreenletExit` if killed.
 pub(crate) fn park(deadline: Option<Instant>) -> Woke {
-    let hub = super::get();
+    super::with(|hub| park_on(hub, deadline))
+}
+
+fn park_on(hub: &super::Hub, deadline: Option<Instant>) -> Woke {
     let cur = greenlet::current_rc();
     let generation = cur.park_gen.get() + 1;
     cur.park_gen.set(generation);
@@ -155,7 +158,7 @@ pub(crate) fn park(deadline: Option<Instant>) -> Woke {
             }
         }
     }
-    let _cancel = CancelTimer(&hub, timer);
+    let _cancel = CancelTimer(hub, timer);
     cur.state.set(State::Parked);
     let msg = greenlet::suspend(None);
     match msg {
@@ -165,7 +168,6 @@ pub(crate) fn park(deadline: Option<Instant>) -> Woke {
         Msg::Throw => {
             drop(_cancel);
             drop(cur);
-            drop(hub);
             panic::resume_unwind(Box::new(GreenletExit))
         }
         // An explicit switch cannot reach a parked greenlet; treat anything
@@ -177,13 +179,11 @@ pub(crate) fn park(deadline: Option<Instant>) -> Woke {
 /// Puts the current greenlet at the back of the ready queue and runs every
 /// greenlet queued before it (gevent's `sleep(0)`).
 pub(crate) fn yield_now() {
-    let hub = super::get();
     let cur = greenlet::current_rc();
     cur.park_gen.set(cur.park_gen.get() + 1);
     cur.state.set(State::Ready);
     cur.put_msg(Msg::Wake(Wake::Ready));
-    hub.ready.push(cur);
-    drop(hub);
+    super::with(|hub| hub.ready.push(cur));
     if let Msg::Throw = greenlet::suspend(None) {
         panic::resume_unwind(Box::new(GreenletExit));
     }
@@ -266,12 +266,19 @@ impl WaitList {
 
     /// Wakes every waiter (they leave the list now), oldest first.
     pub(crate) fn wake_all(&self, ready: &ReadyQueue) -> usize {
-        let head = self.head.borrow_mut().take();
-        let rest = std::mem::take(&mut *self.rest.borrow_mut());
-        head.iter()
-            .chain(rest.iter())
-            .filter(|(_, t)| t.wake(ready, Wake::Ready))
-            .count()
+        let Some((_, first)) = self.head.borrow_mut().take() else {
+            return 0;
+        };
+        let mut woken = usize::from(first.wake(ready, Wake::Ready));
+        drop(first);
+        if !self.rest.borrow().is_empty() {
+            let rest = std::mem::take(&mut *self.rest.borrow_mut());
+            woken += rest
+                .iter()
+                .filter(|(_, t)| t.wake(ready, Wake::Ready))
+                .count();
+        }
+        woken
     }
 
     pub(crate) fn len(&self) -> usize {

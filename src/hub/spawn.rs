@@ -1,6 +1,5 @@
 //! `spawn` and friends: greenlets owned by the hub, and their join handles.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
@@ -183,7 +182,7 @@ where
             },
         };
         st.complete(result);
-        Outcome::Returned(Box::new(()) as Box<dyn Any>)
+        Outcome::Done
     })
     .map_err(|e| Error::Spawn(e.to_string()))?;
     match at {
@@ -230,8 +229,7 @@ impl<T> JoinState<T> {
         }
         *self.result.borrow_mut() = Some(result);
         self.done.set(true);
-        let hub = super::get();
-        self.waiters.wake_all(&hub.ready);
+        super::with(|hub| self.waiters.wake_all(&hub.ready));
     }
 }
 
@@ -380,8 +378,7 @@ impl<T> JoinHandle<T> {
         if greenlet::with_current(|c| std::ptr::eq(c, Rc::as_ptr(&self.g))) {
             panic::resume_unwind(Box::new(GreenletExit));
         }
-        let hub = super::get();
-        scheduler::throw_into(&hub.ready, &self.g);
+        super::with(|hub| scheduler::throw_into(&hub.ready, &self.g));
     }
 
     /// Whether the greenlet has finished (its result is available).
