@@ -194,6 +194,7 @@ impl Drop for Ctx {
         TEARDOWN.with(|t| t.set(true));
         CURRENT.with(|c| c.set(std::ptr::null()));
         MAIN.with(|m| m.set(std::ptr::null()));
+        SCHED.with(|s| s.set(None));
         drop(self.sched.borrow_mut().take());
         // SAFETY: `main` came from `Rc::into_raw` in `Ctx::new` and this is
         // the matching release.
@@ -206,6 +207,9 @@ thread_local! {
     static CURRENT: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
     /// This thread's main greenlet (null until the context exists).
     static MAIN: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };
+    /// The installed scheduler, for the trampoline's hot path. Points into
+    /// the `Rc` that `Ctx::sched` owns; cleared before that `Rc` is dropped.
+    static SCHED: Cell<Option<*const dyn Schedule>> = const { Cell::new(None) };
     /// Set once this thread's context is being destroyed.
     static TEARDOWN: Cell<bool> = const { Cell::new(false) };
     /// True while the trampoline itself (not greenlet or main code) runs.
@@ -345,7 +349,22 @@ pub(crate) fn scheduler() -> Option<Rc<dyn Schedule>> {
     CTX.try_with(|c| c.sched.borrow().clone()).ok().flatten()
 }
 
+/// Runs `f` with the installed scheduler, without touching its reference
+/// count; `None` if there is none (or the thread is exiting).
+#[inline]
+pub(crate) fn with_scheduler<R>(f: impl FnOnce(Option<&dyn Schedule>) -> R) -> R {
+    match SCHED.with(Cell::get) {
+        // SAFETY: SCHED points into the Rc owned by `Ctx::sched`, which
+        // lives until `Ctx::drop`, and that clears SCHED first.
+        Some(p) => f(Some(unsafe { &*p })),
+        None => f(None),
+    }
+}
+
 /// Installs the hub as this thread's scheduler (once).
 pub(crate) fn install_scheduler(s: Rc<dyn Schedule>) {
-    CTX.with(|c| *c.sched.borrow_mut() = Some(s));
+    CTX.with(|c| {
+        SCHED.with(|p| p.set(Some(Rc::as_ptr(&s))));
+        *c.sched.borrow_mut() = Some(s);
+    });
 }

@@ -91,6 +91,7 @@ pub(crate) fn create(
     body: impl FnOnce(Msg) -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
     let stack = stack::take(inner.stack_size)?;
+    let inner = Rc::new(inner);
     let coro = Coroutine::with_stack(stack, move |y: &Yielder<(), Option<Rc<Inner>>>, ()| {
         let first = with_current(|c| {
             c.yielder.set(y as *const _);
@@ -99,7 +100,7 @@ pub(crate) fn create(
         body(first)
     });
     *inner.coro.borrow_mut() = Some(coro);
-    Ok(Rc::new(inner))
+    Ok(inner)
 }
 
 impl Greenlet {

@@ -63,7 +63,7 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
     loop {
         let g = match next.take() {
             Some(g) => g,
-            None => match inner::scheduler().and_then(|s| s.next()) {
+            None => match inner::with_scheduler(|s| s.and_then(|s| s.next())) {
                 Some(g) => g,
                 None => {
                     inner::set_in_scheduler(outer);
@@ -115,8 +115,11 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
 /// spawned greenlet, or one whose ancestors are all dead or blocked in the
 /// hub, hands its outcome to the hub.
 fn finish(g: &Rc<Inner>, outcome: Outcome) -> Option<Rc<Inner>> {
-    let mut parent = g.parent.borrow().clone();
     g.bury();
+    if let Outcome::Done = outcome {
+        return None; // a spawned greenlet already delivered its result
+    }
+    let mut parent = g.parent.borrow().clone();
     if !g.spawned {
         while let Some(p) = parent {
             match p.state.get() {
