@@ -50,6 +50,7 @@ struct ReadmeDoctests;
 mod error;
 mod greenlet;
 mod hub;
+pub mod net;
 mod stack;
 
 pub use error::Error;

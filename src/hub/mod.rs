@@ -11,11 +11,12 @@
 //! only answers the trampoline's [`Schedule::next`] with the greenlet to run.
 
 pub(crate) mod reactor;
+pub(crate) use reactor::Interest;
 pub(crate) mod scheduler;
 mod spawn;
 pub(crate) mod timeout;
 pub(crate) mod timers;
-mod watcher;
+pub(crate) mod watcher;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;

@@ -1,5 +1,6 @@
 //! `Watcher`: cooperative readiness waits on any file descriptor.
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -40,7 +41,8 @@ use super::scheduler::Woke;
 /// ```
 pub struct Watcher<T: AsFd> {
     io: Option<T>,
-    src: Rc<Source>,
+    /// Registered on first wait (or at once by [`Watcher::new`]).
+    src: OnceCell<Rc<Source>>,
     hub: Rc<Hub>,
     _not_send: PhantomData<*const ()>,
 }
@@ -57,6 +59,18 @@ fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
 }
 
+/// The error for a socket operation whose park ended without readiness: its
+/// own deadline is std's `WouldBlock` (as with `SO_RCVTIMEO`), an armed
+/// [`Timeout`](crate::Timeout) scope is `TimedOut`.
+pub(crate) fn timeout_error(woke: Woke) -> io::Error {
+    match woke {
+        Woke::Deadline => io::Error::new(io::ErrorKind::WouldBlock, "socket operation timed out"),
+        Woke::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "timed out"),
+        Woke::Deadlock => crate::Error::Deadlock.into(),
+        Woke::Ready => io::Error::other("spurious wake-up"),
+    }
+}
+
 impl<T: AsFd> Watcher<T> {
     /// Registers `io`'s fd with this thread's reactor.
     ///
@@ -64,14 +78,28 @@ impl<T: AsFd> Watcher<T> {
     /// If the poller cannot be created or refuses the fd (e.g. a regular
     /// file, which epoll does not support, or an fd already registered).
     pub fn new(io: T) -> io::Result<Watcher<T>> {
-        let hub = super::get();
-        let src = hub.reactor.register(io.as_fd())?;
-        Ok(Watcher {
+        let w = Watcher::lazy(io);
+        w.source()?;
+        Ok(w)
+    }
+
+    /// Wraps `io` without registering it yet: registration happens on the
+    /// first wait, and its error (if any) is returned there.
+    pub(crate) fn lazy(io: T) -> Watcher<T> {
+        Watcher {
             io: Some(io),
-            src,
-            hub,
+            src: OnceCell::new(),
+            hub: super::get(),
             _not_send: PhantomData,
-        })
+        }
+    }
+
+    fn source(&self) -> io::Result<&Rc<Source>> {
+        if let Some(s) = self.src.get() {
+            return Ok(s);
+        }
+        let s = self.hub.reactor.register(self.get_ref().as_fd())?;
+        Ok(self.src.get_or_init(|| s))
     }
 
     /// The wrapped object.
@@ -81,12 +109,24 @@ impl<T: AsFd> Watcher<T> {
 
     /// Deregisters the fd and returns the object.
     pub fn into_inner(mut self) -> T {
-        self.hub.reactor.deregister(&self.src);
+        if let Some(src) = self.src.take() {
+            self.hub.reactor.deregister(&src);
+        }
         self.io.take().expect("present until into_inner or drop")
     }
 
+    /// Parks until ready for `interest`; returns how the park ended.
+    pub(crate) fn wait_woke(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+    ) -> io::Result<Woke> {
+        let src = self.source()?;
+        self.hub.reactor.wait(src, interest, deadline)
+    }
+
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
-        match self.hub.reactor.wait(&self.src, interest, deadline)? {
+        match self.wait_woke(interest, deadline)? {
             Woke::Ready => Ok(()),
             Woke::Deadline | Woke::TimedOut => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -152,6 +192,29 @@ impl<T: AsFd> Watcher<T> {
             }
         }
     }
+
+    /// The socket retry loop: try `op`; on `WouldBlock` park and retry. A
+    /// passed `deadline` gives std's `WouldBlock`, an armed `Timeout` scope
+    /// `TimedOut` (see [`timeout_error`]).
+    pub(crate) fn io_with<R>(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        loop {
+            match op(self.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.wait_woke(interest, deadline)? {
+                        Woke::Ready => {}
+                        other => return Err(timeout_error(other)),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
 }
 
 impl<T: AsFd> AsRawFd for Watcher<T> {
@@ -162,10 +225,10 @@ impl<T: AsFd> AsRawFd for Watcher<T> {
 
 impl<T: AsFd> Drop for Watcher<T> {
     fn drop(&mut self) {
-        if self.io.is_some() {
-            // Deregister first, then close (reactor invariant).
-            self.hub.reactor.deregister(&self.src);
-            drop(self.io.take());
+        // Deregister first, then close (reactor invariant).
+        if let Some(src) = self.src.take() {
+            self.hub.reactor.deregister(&src);
         }
+        drop(self.io.take());
     }
 }

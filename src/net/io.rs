@@ -1,0 +1,98 @@
+//! The core every greenhouse socket is built on: a non-blocking fd in a
+//! [`Watcher`](crate::Watcher), plus std-style read and write timeouts.
+//!
+//! Every blocking socket method goes through [`Io::read`] or
+//! [`Io::write`]: try the non-blocking call; on `WouldBlock` park until the
+//! fd is ready (or the deadline passes), then retry.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use crate::hub::{Interest, watcher::Watcher};
+
+/// A registered non-blocking socket with std-style timeouts.
+pub(crate) struct Io<T: AsFd> {
+    w: Watcher<T>,
+    read_timeout: Cell<Option<Duration>>,
+    write_timeout: Cell<Option<Duration>>,
+}
+
+fn deadline(t: Option<Duration>) -> Option<Instant> {
+    t.map(|t| Instant::now() + t)
+}
+
+impl<T: AsFd> Io<T> {
+    /// Wraps an fd that is already non-blocking; registers it lazily.
+    pub(crate) fn new(io: T) -> Io<T> {
+        Io {
+            w: Watcher::lazy(io),
+            read_timeout: Cell::new(None),
+            write_timeout: Cell::new(None),
+        }
+    }
+
+    pub(crate) fn get(&self) -> &T {
+        self.w.get_ref()
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.w.into_inner()
+    }
+
+    /// Runs `op` until it does not return `WouldBlock`, parking on
+    /// readability in between; honours the read timeout.
+    pub(crate) fn read<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.w
+            .io_with(Interest::Read, deadline(self.read_timeout.get()), op)
+    }
+
+    /// As [`read`](Self::read), for writability and the write timeout.
+    pub(crate) fn write<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.w
+            .io_with(Interest::Write, deadline(self.write_timeout.get()), op)
+    }
+
+    /// Waits for writability with an explicit deadline (non-blocking connect).
+    pub(crate) fn wait_writable(&self, deadline: Option<Instant>) -> io::Result<()> {
+        match self.w.wait_woke(Interest::Write, deadline)? {
+            crate::hub::scheduler::Woke::Ready => Ok(()),
+            woke => Err(crate::hub::watcher::timeout_error(woke)),
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(check_timeout(t)?);
+        Ok(())
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.write_timeout.set(check_timeout(t)?);
+        Ok(())
+    }
+
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout.get()
+    }
+
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.write_timeout.get()
+    }
+}
+
+/// std refuses a zero timeout with `InvalidInput`; so do we.
+fn check_timeout(t: Option<Duration>) -> io::Result<Option<Duration>> {
+    match t {
+        Some(d) if d.is_zero() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        )),
+        t => Ok(t),
+    }
+}
+
+/// True for the errors a non-blocking `connect` reports while in progress.
+pub(crate) fn connect_in_progress(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock
+}

@@ -1,0 +1,154 @@
+//! Echo over UDP, Unix streams and Unix datagrams; timeouts and kills.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use greenhouse::net::{UdpSocket, UnixDatagram, UnixListener, UnixStream};
+use greenhouse::{joinall, spawn, stats, yield_now};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("greenhouse-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn udp_echo() -> io::Result<()> {
+    let server = UdpSocket::bind("127.0.0.1:0")?;
+    let addr = server.local_addr()?;
+    let echo = spawn(move || -> io::Result<()> {
+        let mut buf = [0u8; 1500];
+        for _ in 0..20 {
+            let (n, from) = server.recv_from(&mut buf)?;
+            server.send_to(&buf[..n], from)?;
+        }
+        Ok(())
+    });
+    let client = UdpSocket::bind("127.0.0.1:0")?;
+    client.connect(addr)?;
+    for i in 0..20u8 {
+        let msg = [i; 100];
+        client.send(&msg)?;
+        let mut back = [0u8; 200];
+        let n = client.recv(&mut back)?;
+        assert_eq!(&back[..n], &msg[..]);
+    }
+    echo.join().unwrap()?;
+    Ok(())
+}
+
+#[test]
+fn udp_read_timeout_and_kill() -> io::Result<()> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    assert_eq!(
+        s.recv(&mut [0u8; 8]).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
+    let h = spawn(move || s.recv_from(&mut [0u8; 8]).map(|(n, _)| n));
+    yield_now();
+    assert_eq!(stats().io_waiters, 1);
+    h.kill().unwrap();
+    assert_eq!((stats().io_waiters, stats().io_sources), (0, 0));
+    Ok(())
+}
+
+#[test]
+fn unix_stream_echo_many_clients() -> io::Result<()> {
+    let dir = temp_dir("ustream");
+    let path = dir.join("echo.sock");
+    let listener = UnixListener::bind(&path)?;
+    let _server = spawn(move || -> io::Result<()> {
+        loop {
+            let (conn, _) = listener.accept()?;
+            spawn(move || {
+                let _ = io::copy(&mut &conn, &mut &conn);
+            });
+        }
+    });
+    let clients: Vec<_> = (0..50u8)
+        .map(|i| {
+            let path = path.clone();
+            spawn(move || -> io::Result<()> {
+                let mut c = UnixStream::connect(&path)?;
+                let msg = vec![i; 4096];
+                c.write_all(&msg)?;
+                let mut back = vec![0u8; 4096];
+                c.read_exact(&mut back)?;
+                assert_eq!(back, msg);
+                Ok(())
+            })
+        })
+        .collect();
+    for r in joinall(clients) {
+        r.unwrap()?;
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn unix_stream_pair_peek_and_half_close() -> io::Result<()> {
+    let (mut a, mut b) = UnixStream::pair()?;
+    let writer = spawn(move || -> io::Result<()> {
+        greenhouse::sleep(Duration::from_millis(5)).unwrap();
+        b.write_all(b"peekaboo")?;
+        b.shutdown(std::net::Shutdown::Write)?;
+        let mut rest = String::new();
+        b.read_to_string(&mut rest)?;
+        assert_eq!(rest, "bye");
+        Ok(())
+    });
+    let mut buf = [0u8; 4];
+    assert_eq!(a.peek(&mut buf)?, 4);
+    assert_eq!(&buf, b"peek");
+    let mut all = String::new();
+    a.read_to_string(&mut all)?;
+    assert_eq!(all, "peekaboo");
+    a.write_all(b"bye")?;
+    drop(a);
+    writer.join().unwrap()?;
+    Ok(())
+}
+
+#[test]
+fn unix_stream_write_to_closed_peer_is_epipe_not_sigpipe() -> io::Result<()> {
+    let (mut a, b) = UnixStream::pair()?;
+    drop(b);
+    let e = a.write_all(&[0u8; 1 << 16]).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+    Ok(())
+}
+
+#[test]
+fn unix_datagram_echo() -> io::Result<()> {
+    let dir = temp_dir("udgram");
+    let server_path = dir.join("server.sock");
+    let client_path = dir.join("client.sock");
+    let server = UnixDatagram::bind(&server_path)?;
+    let echo = spawn(move || -> io::Result<()> {
+        let mut buf = [0u8; 256];
+        for _ in 0..10 {
+            let (n, from) = server.recv_from(&mut buf)?;
+            let to = from.as_pathname().expect("bound client").to_owned();
+            server.send_to(&buf[..n], to)?;
+        }
+        Ok(())
+    });
+    let client = UnixDatagram::bind(&client_path)?;
+    for i in 0..10u8 {
+        client.send_to(&[i, i, i], &server_path)?;
+        let mut back = [0u8; 8];
+        let n = client.recv(&mut back)?;
+        assert_eq!(&back[..n], &[i, i, i]);
+    }
+    echo.join().unwrap()?;
+    let (x, y) = UnixDatagram::pair()?;
+    x.send(b"pair")?;
+    let mut b = [0u8; 4];
+    assert_eq!(y.recv(&mut b)?, 4);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
