@@ -1,0 +1,60 @@
+//! A one-thread echo server: a `StreamServer` with one greenlet per
+//! connection, each echoing bytes back until the client closes.
+//!
+//! ```text
+//! cargo run --release --example echo_server -- [--addr 127.0.0.1:8080]
+//! ```
+
+use std::io::{self, Read, Write};
+
+use greenhouse::net::{StreamServer, TcpStream};
+
+/// Echoes `conn` until EOF or an error.
+fn echo(conn: TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match (&conn).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if (&conn).write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn main() -> io::Result<()> {
+    let mut addr = "127.0.0.1:8080".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--addr" => {
+                addr = args
+                    .next()
+                    .ok_or_else(|| io::Error::other("--addr needs a value"))?
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "unknown flag {other}; usage: echo_server [--addr HOST:PORT]"
+                )));
+            }
+        }
+    }
+    let server = StreamServer::bind(addr.as_str(), |conn, _| echo(conn))?;
+    println!("echo server listening on {}", server.local_addr());
+    server.serve_forever()
+}
+
+#[test]
+fn echoes_bytes_back() -> io::Result<()> {
+    let server = StreamServer::bind("127.0.0.1:0", |conn, _| echo(conn))?;
+    server.start()?;
+    let mut c = TcpStream::connect(server.local_addr())?;
+    c.write_all(b"hello, echo")?;
+    let mut back = [0u8; 11];
+    c.read_exact(&mut back)?;
+    assert_eq!(&back, b"hello, echo");
+    server.stop(None)
+}

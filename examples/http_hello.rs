@@ -1,0 +1,129 @@
+//! A minimal HTTP/1.1 keep-alive "Hello, world!" server on one thread, for
+//! load generators such as `wrk`. Requests are parsed with `httparse`;
+//! pipelined requests are answered in order.
+//!
+//! ```text
+//! cargo run --release --example http_hello -- [--addr 127.0.0.1:8080]
+//! wrk -t1 -c100 -d10s http://127.0.0.1:8080/
+//! ```
+
+use std::io::{self, Read, Write};
+
+use greenhouse::net::{StreamServer, TcpStream};
+
+const BODY: &str = "Hello, world!";
+
+/// Serves HTTP requests on `conn` until the client closes or asks to.
+fn serve(conn: TcpStream) -> io::Result<()> {
+    let _ = conn.set_nodelay(true);
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        // Answer every complete request in the buffer.
+        let mut close = false;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            let consumed = match req.parse(&buf[..filled]) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => break,
+                Err(e) => {
+                    (&conn).write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                }
+            };
+            let conn_header = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("connection"))
+                .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+            let keep_alive = match (req.version, conn_header.as_deref()) {
+                (_, Some("close")) => false,
+                (Some(0), Some("keep-alive")) => true,
+                (Some(0), _) => false,
+                _ => true,
+            };
+            out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{BODY}",
+                    BODY.len(),
+                    if keep_alive { "" } else { "Connection: close\r\n" }
+                )
+                .as_bytes(),
+            );
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+            if !keep_alive {
+                close = true;
+                break;
+            }
+        }
+        if !out.is_empty() {
+            (&conn).write_all(&out)?;
+            out.clear();
+        }
+        if close {
+            return Ok(());
+        }
+        if filled == buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request headers too large",
+            ));
+        }
+        let n = (&conn).read(&mut buf[filled..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+    }
+}
+
+fn main() -> io::Result<()> {
+    let mut addr = "127.0.0.1:8080".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--addr" => {
+                addr = args
+                    .next()
+                    .ok_or_else(|| io::Error::other("--addr needs a value"))?
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "unknown flag {other}; usage: http_hello [--addr HOST:PORT]"
+                )));
+            }
+        }
+    }
+    let server = StreamServer::bind(addr.as_str(), |conn, _| {
+        let _ = serve(conn);
+    })?;
+    println!("http_hello listening on http://{}/", server.local_addr());
+    server.serve_forever()
+}
+
+#[test]
+fn keep_alive_pipelining_and_close() -> io::Result<()> {
+    let server = StreamServer::bind("127.0.0.1:0", |conn, _| {
+        let _ = serve(conn);
+    })?;
+    server.start()?;
+    let mut c = TcpStream::connect(server.local_addr())?;
+    // Two pipelined keep-alive requests, then one asking to close.
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    c.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut all = String::new();
+    c.read_to_string(&mut all)?; // the server closes after the third
+    assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 3, "{all}");
+    assert_eq!(all.matches(BODY).count(), 3);
+    assert!(all.ends_with(&format!("Connection: close\r\n\r\n{BODY}")));
+    // A malformed request gets a 400.
+    let mut bad = TcpStream::connect(server.local_addr())?;
+    bad.write_all(b"NOT HTTP\r\n\r\n")?;
+    let mut reply = String::new();
+    bad.read_to_string(&mut reply)?;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    server.stop(None)
+}
