@@ -412,3 +412,27 @@ fn kill_of_a_greenlet_blocked_in_connect_leaves_nothing_registered() -> io::Resu
     drop(fillers);
     Ok(())
 }
+
+#[test]
+fn kill_of_a_greenlet_blocked_in_send_leaves_nothing_registered() -> io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (_conn, _) = listener.accept()?; // never reads: the client's send fills up
+    let sent = Rc::new(Cell::new(0usize));
+    let s = sent.clone();
+    let h = spawn(move || -> io::Result<()> {
+        let chunk = [1u8; 65536];
+        loop {
+            s.set(s.get() + (&client).write(&chunk)?);
+        }
+    });
+    while stats().io_waiters == 0 {
+        yield_now(); // until the writer has filled the buffers and parked
+    }
+    assert!(sent.get() > 0);
+    h.kill().unwrap();
+    assert_eq!(h.join().unwrap_err(), Error::Killed);
+    assert_eq!(stats().io_waiters, 0);
+    assert_eq!(stats().io_armed, 0);
+    Ok(())
+}

@@ -1,8 +1,13 @@
 //! The reactor: readiness of file descriptors, on top of `polling::Poller`.
 //!
-//! Each fd is added once with no interest (`Event::none`), armed (oneshot)
-//! only while some greenlet waits on it, and deleted before it is closed.
-//! This is the only module that calls `Poller::add`/`modify`/`delete`.
+//! Each fd is added once, edge-triggered, for both read and write
+//! (`PollMode::Edge`), and deleted before it is closed. A greenlet waits
+//! only after its operation returned `WouldBlock`, so the next edge is
+//! guaranteed to come, and no `epoll_ctl` is needed per wait (a oneshot
+//! registration costs one re-arm system call per park). A readiness check
+//! that did not try an operation first ([`Reactor::is_ready`]) asks the
+//! kernel with `poll(2)` before parking. This is the only module that calls
+//! `Poller::add`/`delete`.
 //!
 //! # Invariant
 //! A [`Source`] in the slab refers to an fd that stays open until
@@ -12,11 +17,11 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, Poller};
+use polling::{Event, Events, PollMode, Poller};
 
 use super::scheduler::{ReadyQueue, WaitList, Woke};
 
@@ -33,8 +38,6 @@ pub(crate) struct Source {
     key: usize,
     readers: WaitList,
     writers: WaitList,
-    /// What the poller is armed for now: (read, write).
-    armed: Cell<(bool, bool)>,
 }
 
 pub(crate) struct Reactor {
@@ -65,7 +68,7 @@ impl Reactor {
         Ok(self.poller.get_or_init(|| p))
     }
 
-    /// Adds `fd` to the poller with no interest.
+    /// Adds `fd` to the poller, edge-triggered for reading and writing.
     pub(crate) fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Rc<Source>> {
         let poller = self.poller()?;
         let key = self.free.borrow_mut().pop().unwrap_or_else(|| {
@@ -75,16 +78,15 @@ impl Reactor {
         });
         // SAFETY: the caller (Watcher) owns the fd and deregisters it before
         // closing it (module invariant), as `Poller::add` requires.
-        if let Err(e) = unsafe { poller.add(&fd, Event::none(key)) } {
+        if let Err(e) = unsafe { poller.add_with_mode(&fd, Event::all(key), PollMode::Edge) } {
             self.free.borrow_mut().push(key);
             return Err(e);
         }
         let src = Rc::new(Source {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            fd: fd.as_raw_fd(),
             key,
             readers: WaitList::default(),
             writers: WaitList::default(),
-            armed: Cell::new((false, false)),
         });
         self.sources.borrow_mut()[key] = Some(src.clone());
         Ok(src)
@@ -106,51 +108,47 @@ impl Reactor {
         drop(removed);
     }
 
-    /// Arms the poller for whatever the source's waiters need now.
-    fn update(&self, src: &Source) -> io::Result<()> {
-        let want = (!src.readers.is_empty(), !src.writers.is_empty());
-        if want == src.armed.get() {
-            return Ok(());
-        }
-        let ev = match want {
-            (true, true) => Event::all(src.key),
-            (true, false) => Event::readable(src.key),
-            (false, true) => Event::writable(src.key),
-            (false, false) => Event::none(src.key),
+    /// Asks the kernel whether `src` is ready for `interest` right now.
+    pub(crate) fn is_ready(&self, src: &Source, interest: Interest) -> bool {
+        let events = match interest {
+            Interest::Read => libc::POLLIN | libc::POLLRDHUP,
+            Interest::Write => libc::POLLOUT,
         };
-        let poller = self.poller()?;
-        // SAFETY: module invariant: the fd is open while registered.
-        let fd = unsafe { BorrowedFd::borrow_raw(src.fd) };
-        poller.modify(fd, ev)?;
-        src.armed.set(want);
-        Ok(())
+        let mut pfd = libc::pollfd {
+            fd: src.fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout; the fd is open (module
+        // invariant). Errors and hang-ups count as ready: the next
+        // operation will report them.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n > 0 && pfd.revents != 0
     }
 
-    /// Parks the current greenlet until `src` is ready for `interest`, the
-    /// deadline passes, or the greenlet is killed. No interest or waiter is
-    /// left behind on any of these paths.
+    /// Parks the current greenlet until `src` reports `interest` (an edge
+    /// after the caller's `WouldBlock`), the deadline passes, or the greenlet
+    /// is killed. The wait-list guard leaves nothing behind on any path.
     pub(crate) fn wait(
         &self,
         src: &Source,
         interest: Interest,
         deadline: Option<Instant>,
     ) -> io::Result<Woke> {
-        // Declared first, dropped last: re-arms (or disarms) after the wait
-        // list guard has removed our entry.
-        struct Rearm<'a>(&'a Reactor, &'a Source);
-        impl Drop for Rearm<'_> {
+        struct Waiting<'a>(&'a Reactor);
+        impl Drop for Waiting<'_> {
             fn drop(&mut self) {
                 self.0.waiting.set(self.0.waiting.get() - 1);
-                let _ = self.0.update(self.1);
             }
         }
+        self.poller()?;
         self.waiting.set(self.waiting.get() + 1);
-        let _rearm = Rearm(self, src);
+        let _waiting = Waiting(self);
         let list = match interest {
             Interest::Read => &src.readers,
             Interest::Write => &src.writers,
         };
-        list.wait_armed(deadline, || self.update(src))
+        Ok(list.wait(deadline))
     }
 
     /// Waits for IO events (up to `timeout`) and makes their waiters ready.
@@ -163,15 +161,12 @@ impl Reactor {
         for ev in events.iter() {
             let src = self.sources.borrow().get(ev.key).and_then(|s| s.clone());
             let Some(src) = src else { continue };
-            // Oneshot: the poller disarmed the fd when it reported it.
-            src.armed.set((false, false));
             if ev.readable {
                 woken += src.readers.wake_all(ready);
             }
             if ev.writable {
                 woken += src.writers.wake_all(ready);
             }
-            let _ = self.update(&src);
         }
         Ok(woken)
     }
@@ -186,16 +181,15 @@ impl Reactor {
         }
     }
 
-    /// Sources registered, and greenlets waiting on any of them.
+    /// Sources registered, greenlets waiting on any of them, and the
+    /// (source, direction) pairs somebody waits on.
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let sources = self.sources.borrow();
-        let live = sources.iter().flatten();
         let (mut n, mut waiters, mut armed) = (0, 0, 0);
-        for s in live {
+        for s in sources.iter().flatten() {
             n += 1;
             waiters += s.readers.len() + s.writers.len();
-            let a = s.armed.get();
-            armed += usize::from(a.0) + usize::from(a.1);
+            armed += usize::from(!s.readers.is_empty()) + usize::from(!s.writers.is_empty());
         }
         (n, waiters, armed)
     }

@@ -214,10 +214,17 @@ fn next_waiter_id() -> u64 {
 impl WaitList {
     /// Parks the current greenlet in this list until woken or `deadline`.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Woke {
-        match self.wait_armed(deadline, || Ok(())) {
-            Ok(w) => w,
-            Err(_) => Woke::Ready,
+        let id = next_waiter_id();
+        self.push((id, Token::for_next_park()));
+        struct Remove<'a>(&'a WaitList, u64);
+        impl Drop for Remove<'_> {
+            fn drop(&mut self) {
+                let removed = self.0.remove(self.1);
+                drop(removed);
+            }
         }
+        let _remove = Remove(self, id);
+        park(deadline)
     }
 
     fn push(&self, entry: (u64, Token)) {
@@ -240,28 +247,6 @@ impl WaitList {
         rest.iter()
             .position(|(i, _)| *i == id)
             .and_then(|p| rest.remove(p))
-    }
-
-    /// Like [`wait`](Self::wait), calling `arm` once the entry is in the
-    /// list (the reactor arms the poller there). An `arm` error is returned
-    /// without parking.
-    pub(crate) fn wait_armed(
-        &self,
-        deadline: Option<Instant>,
-        arm: impl FnOnce() -> std::io::Result<()>,
-    ) -> std::io::Result<Woke> {
-        let id = next_waiter_id();
-        self.push((id, Token::for_next_park()));
-        struct Remove<'a>(&'a WaitList, u64);
-        impl Drop for Remove<'_> {
-            fn drop(&mut self) {
-                let removed = self.0.remove(self.1);
-                drop(removed);
-            }
-        }
-        let _remove = Remove(self, id);
-        arm()?;
-        Ok(park(deadline))
     }
 
     /// Wakes every waiter (they leave the list now), oldest first.

@@ -126,6 +126,11 @@ impl<T: AsFd> Watcher<T> {
     }
 
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
+        // No operation was tried first, so ask the kernel before parking:
+        // the reactor is edge-triggered and an earlier edge may be gone.
+        if self.hub.reactor.is_ready(self.source()?, interest) {
+            return Ok(());
+        }
         match self.wait_woke(interest, deadline)? {
             Woke::Ready => Ok(()),
             Woke::Deadline | Woke::TimedOut => Err(io::Error::new(
@@ -186,7 +191,19 @@ impl<T: AsFd> Watcher<T> {
     ) -> io::Result<R> {
         loop {
             match op(self.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(interest, deadline)?,
+                // `WouldBlock` just happened: the next edge will come.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.wait_woke(interest, deadline)? {
+                        Woke::Ready => {}
+                        Woke::Deadline | Woke::TimedOut => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "timed out waiting for readiness",
+                            ));
+                        }
+                        Woke::Deadlock => return Err(crate::Error::Deadlock.into()),
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,
             }

@@ -1,0 +1,486 @@
+//! Echo benchmark: 64-byte round trips against five single-core servers,
+//! in one run, reported as ratios to a raw epoll loop.
+//!
+//! Each server runs in a child process (this binary with `--serve KIND`)
+//! pinned to core 1, so its CPU time and memory are its own. The load
+//! generator (greenhouse client greenlets, one thread) is pinned to core 0.
+//! On two cores the load generator saturates its own core against the
+//! fastest servers, so **server CPU time per round trip** (from
+//! `getrusage` in the server process) is the fair comparison; throughput
+//! alone can hide a slower server.
+//!
+//! Servers: `raw-epoll` (a hand-written loop on `polling`, the ceiling for a
+//! readiness-based single thread), `greenhouse` (`StreamServer`),
+//! `tokio` (`current_thread`), `may` (one worker), `threads` (one OS thread
+//! per connection).
+//!
+//! ```text
+//! cargo run --release --example echo_bench -- [--conns 500,5000] [--secs 5] [--servers raw-epoll,greenhouse,...]
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const MSG: usize = 64;
+/// The raw loop's poller key for the listener (`usize::MAX` is reserved).
+const LISTENER_KEY: usize = usize::MAX - 1;
+const SERVERS: [&str; 5] = ["raw-epoll", "greenhouse", "tokio", "may", "threads"];
+
+/// Pins the calling thread (and threads it spawns later) to one core.
+fn pin_to(core: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it, and
+    // sched_setaffinity(0, ..) only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// User + system CPU time of this whole process.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on our own process.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- servers
+
+/// Child side: serve, print the address, and on "stop" report CPU and RSS.
+fn serve(kind: &str) -> io::Result<()> {
+    pin_to(1);
+    raise_nofile();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    // The control thread: "start" and "mark" snapshot CPU time (and RSS at
+    // "mark", while every connection is open); "report" prints and exits.
+    std::thread::spawn(move || {
+        let mut start = process_cpu();
+        let mut marked = (Duration::ZERO, 0);
+        for line in io::stdin().lock().lines() {
+            match line.as_deref() {
+                Ok("start") => start = process_cpu(),
+                Ok("mark") => marked = (process_cpu() - start, rss_kib()),
+                Ok("report") => {
+                    println!("CPU {} RSS {}", marked.0.as_micros(), marked.1);
+                    std::process::exit(0);
+                }
+                _ => std::process::exit(1),
+            }
+        }
+        std::process::exit(0);
+    });
+    println!("ADDR {addr}");
+    io::stdout().flush()?;
+    match kind {
+        "raw-epoll" => serve_raw(listener),
+        "greenhouse" => serve_greenhouse(listener),
+        "tokio" => serve_tokio(listener),
+        "may" => serve_may(listener),
+        "threads" => serve_threads(listener),
+        other => Err(io::Error::other(format!("unknown server {other}"))),
+    }
+}
+
+fn serve_greenhouse(l: std::net::TcpListener) -> io::Result<()> {
+    let server = greenhouse::net::StreamServer::from_listener(l.into(), |conn, _| {
+        let _ = conn.set_nodelay(true);
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&conn).read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if (&conn).write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })?;
+    server.serve_forever()
+}
+
+fn serve_tokio(l: std::net::TcpListener) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    l.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::from_std(l)?;
+        loop {
+            let (mut s, _) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+fn serve_may(l: std::net::TcpListener) -> io::Result<()> {
+    may::config().set_workers(1);
+    let addr = l.local_addr()?;
+    drop(l);
+    let l = may::net::TcpListener::bind(addr)?;
+    for s in l.incoming() {
+        let mut s = s?;
+        let _ = s.set_nodelay(true);
+        // SAFETY: the closure uses no thread-local storage and never blocks
+        // the worker thread outside may's own IO; may's contract for spawn.
+        unsafe {
+            may::coroutine::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+fn serve_threads(l: std::net::TcpListener) -> io::Result<()> {
+    for s in l.incoming() {
+        let mut s = s?;
+        let _ = s.set_nodelay(true);
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })?;
+    }
+    Ok(())
+}
+
+/// The ceiling: one thread, level-triggered epoll through `polling`.
+fn serve_raw(l: std::net::TcpListener) -> io::Result<()> {
+    use polling::{Event, Events, PollMode, Poller};
+    l.set_nonblocking(true)?;
+    let poller = Poller::new()?;
+    // SAFETY: the listener outlives its registration (never deleted; the
+    // process exits while serving).
+    unsafe { poller.add_with_mode(&l, Event::readable(LISTENER_KEY), PollMode::Level)? };
+    let mut conns: Vec<Option<std::net::TcpStream>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut events = Events::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        events.clear();
+        poller.wait(&mut events, None)?;
+        for ev in events.iter() {
+            if ev.key == LISTENER_KEY {
+                while let Ok((s, _)) = l.accept() {
+                    s.set_nonblocking(true)?;
+                    let _ = s.set_nodelay(true);
+                    let key = free.pop().unwrap_or_else(|| {
+                        conns.push(None);
+                        conns.len() - 1
+                    });
+                    // SAFETY: deleted from the poller before it is dropped below.
+                    unsafe { poller.add_with_mode(&s, Event::readable(key), PollMode::Level)? };
+                    conns[key] = Some(s);
+                }
+                continue;
+            }
+            let key = ev.key;
+            let mut close = false;
+            if let Some(s) = conns[key].as_mut() {
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => {
+                            close = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                close = true;
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            close = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if close {
+                if let Some(s) = conns[key].take() {
+                    let _ = poller.delete(&s);
+                    free.push(key);
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ load
+
+struct Stats {
+    round_trips: u64,
+    p50_us: u64,
+    p99_us: u64,
+    errors: u64,
+}
+
+/// Runs `conns` greenlet clients against `addr` for `secs` after a warm-up;
+/// `on_start`/`on_stop` bracket the measured window. The clients finish
+/// their last round trip and close before `load` returns.
+fn load(
+    addr: SocketAddr,
+    conns: usize,
+    secs: f64,
+    mut on_start: impl FnMut(),
+    mut on_stop: impl FnMut(),
+) -> Stats {
+    use greenhouse::net::TcpStream;
+    let hist = Rc::new(RefCell::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
+    let count = Rc::new(Cell::new(0u64));
+    let errors = Rc::new(Cell::new(0u64));
+    let measuring = Rc::new(Cell::new(false));
+    let stop = Rc::new(Cell::new(false));
+    let clients: Vec<_> = (0..conns)
+        .map(|_| {
+            let (hist, count, errors, measuring, stop) = (
+                hist.clone(),
+                count.clone(),
+                errors.clone(),
+                measuring.clone(),
+                stop.clone(),
+            );
+            greenhouse::spawn(move || {
+                let mut c = match TcpStream::connect(addr) {
+                    Ok(c) => c,
+                    Err(_) => return errors.set(errors.get() + 1),
+                };
+                let _ = c.set_nodelay(true);
+                let out = [7u8; MSG];
+                let mut back = [0u8; MSG];
+                while !stop.get() {
+                    let t0 = Instant::now();
+                    if c.write_all(&out).is_err() || c.read_exact(&mut back).is_err() || back != out
+                    {
+                        return errors.set(errors.get() + 1);
+                    }
+                    if measuring.get() {
+                        count.set(count.get() + 1);
+                        let _ = hist
+                            .borrow_mut()
+                            .record((t0.elapsed().as_micros() as u64).max(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    greenhouse::sleep(Duration::from_secs(1)).unwrap(); // connect + warm up
+    on_start();
+    measuring.set(true);
+    greenhouse::sleep(Duration::from_secs_f64(secs)).unwrap();
+    measuring.set(false);
+    on_stop();
+    stop.set(true);
+    greenhouse::joinall(clients);
+    let h = hist.borrow();
+    Stats {
+        round_trips: count.get(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        errors: errors.get(),
+    }
+}
+
+struct Row {
+    server: String,
+    rps: f64,
+    p50: u64,
+    p99: u64,
+    cpu_ns_per_rt: f64,
+    rss_mib: f64,
+    errors: u64,
+}
+
+fn bench_one(kind: &str, conns: usize, secs: f64) -> io::Result<Row> {
+    let mut child: Child = Command::new(std::env::current_exe()?)
+        .args(["--serve", kind])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let ctl = Rc::new(RefCell::new(child.stdin.take().expect("piped")));
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    let addr: SocketAddr = line
+        .strip_prefix("ADDR ")
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("{kind}: bad hello {line:?}")))?;
+    let started = Rc::new(Cell::new(Instant::now()));
+    let window = Rc::new(Cell::new(Duration::ZERO));
+    let (s1, s2, w, c1, c2) = (
+        started.clone(),
+        started.clone(),
+        window.clone(),
+        ctl.clone(),
+        ctl.clone(),
+    );
+    let stats = load(
+        addr,
+        conns,
+        secs,
+        move || {
+            let _ = writeln!(c1.borrow_mut(), "start");
+            s1.set(Instant::now());
+        },
+        move || {
+            w.set(s2.get().elapsed());
+            let _ = writeln!(c2.borrow_mut(), "mark");
+        },
+    );
+    writeln!(ctl.borrow_mut(), "report")?;
+    line.clear();
+    stdout.read_line(&mut line)?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut parts = line.split_whitespace();
+    let (cpu_us, rss_kib) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("CPU"), Some(c), Some("RSS"), Some(r)) => (
+            c.parse::<f64>().unwrap_or(0.0),
+            r.parse::<f64>().unwrap_or(0.0),
+        ),
+        _ => return Err(io::Error::other(format!("{kind}: bad report {line:?}"))),
+    };
+    let rt = stats.round_trips.max(1) as f64;
+    Ok(Row {
+        server: kind.to_string(),
+        rps: rt / window.get().as_secs_f64(),
+        p50: stats.p50_us,
+        p99: stats.p99_us,
+        cpu_ns_per_rt: cpu_us * 1000.0 / rt,
+        rss_mib: rss_kib / 1024.0,
+        errors: stats.errors,
+    })
+}
+
+fn main() -> io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--serve") {
+        return serve(args.get(1).map(String::as_str).unwrap_or(""));
+    }
+    let mut conn_counts = vec![500usize, 5000];
+    let mut secs = 5.0;
+    let mut servers: Vec<String> = SERVERS.iter().map(|s| s.to_string()).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{a} needs a value")))?;
+        match a.as_str() {
+            "--conns" => {
+                conn_counts = v
+                    .split(',')
+                    .map(|x| x.parse().map_err(io::Error::other))
+                    .collect::<io::Result<_>>()?
+            }
+            "--secs" => secs = v.parse().map_err(io::Error::other)?,
+            "--servers" => servers = v.split(',').map(str::to_string).collect(),
+            other => return Err(io::Error::other(format!("unknown flag {other}"))),
+        }
+    }
+    pin_to(0);
+    raise_nofile();
+    println!(
+        "echo benchmark: {MSG}-byte round trips, {secs} s per run; server on core 1, load on core 0"
+    );
+    for &conns in &conn_counts {
+        let rows: Vec<Row> = servers
+            .iter()
+            .map(|s| bench_one(s, conns, secs))
+            .collect::<io::Result<_>>()?;
+        let base = rows.iter().find(|r| r.server == "raw-epoll");
+        println!("\n{conns} connections");
+        println!(
+            "  {:<11} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7}",
+            "server",
+            "rt/s",
+            "p50 µs",
+            "p99 µs",
+            "cpu ns/rt",
+            "cpu ×raw",
+            "rt/s ×raw",
+            "RSS MiB",
+            "errors"
+        );
+        for r in &rows {
+            let (cpu_x, rps_x) = match base {
+                Some(b) => (r.cpu_ns_per_rt / b.cpu_ns_per_rt, r.rps / b.rps),
+                None => (f64::NAN, f64::NAN),
+            };
+            println!(
+                "  {:<11} {:>10.0} {:>7} {:>7} {:>9.0} {:>9.2} {:>9.2} {:>8.1} {:>7}",
+                r.server, r.rps, r.p50, r.p99, r.cpu_ns_per_rt, cpu_x, rps_x, r.rss_mib, r.errors
+            );
+        }
+    }
+    Ok(())
+}
