@@ -14,8 +14,13 @@
 //! `tokio` (`current_thread`), `may` (one worker), `threads` (one OS thread
 //! per connection).
 //!
+//! This machine is shared and noisy, so each configuration is measured
+//! `--repeat` times (default 3), with all servers interleaved within a
+//! round. The table shows each server's median run (by CPU per round trip).
+//!
 //! ```text
-//! cargo run --release --example echo_bench -- [--conns 500,5000] [--secs 5] [--servers raw-epoll,greenhouse,...]
+//! cargo run --release --example echo_bench -- [--conns 500,5000] [--secs 5] [--repeat 3]
+//!     [--servers raw-epoll,greenhouse,tokio,may,threads]
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -429,6 +434,7 @@ fn main() -> io::Result<()> {
     }
     let mut conn_counts = vec![500usize, 5000];
     let mut secs = 5.0;
+    let mut repeat = 3usize;
     let mut servers: Vec<String> = SERVERS.iter().map(|s| s.to_string()).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -443,6 +449,7 @@ fn main() -> io::Result<()> {
                     .collect::<io::Result<_>>()?
             }
             "--secs" => secs = v.parse().map_err(io::Error::other)?,
+            "--repeat" => repeat = v.parse::<usize>().map_err(io::Error::other)?.max(1),
             "--servers" => servers = v.split(',').map(str::to_string).collect(),
             other => return Err(io::Error::other(format!("unknown flag {other}"))),
         }
@@ -450,13 +457,26 @@ fn main() -> io::Result<()> {
     pin_to(0);
     raise_nofile();
     println!(
-        "echo benchmark: {MSG}-byte round trips, {secs} s per run; server on core 1, load on core 0"
+        "echo benchmark: {MSG}-byte round trips, {secs} s per run, median of {repeat}; \
+         server on core 1, load on core 0"
     );
     for &conns in &conn_counts {
-        let rows: Vec<Row> = servers
-            .iter()
-            .map(|s| bench_one(s, conns, secs))
-            .collect::<io::Result<_>>()?;
+        let mut runs: Vec<Vec<Row>> = servers.iter().map(|_| Vec::new()).collect();
+        for _ in 0..repeat {
+            for (i, s) in servers.iter().enumerate() {
+                runs[i].push(bench_one(s, conns, secs)?);
+            }
+        }
+        let rows: Vec<Row> = runs
+            .into_iter()
+            .map(|mut v| {
+                v.sort_by(|a, b| a.cpu_ns_per_rt.total_cmp(&b.cpu_ns_per_rt));
+                let errors = v.iter().map(|r| r.errors).sum();
+                let mut median = v.swap_remove(v.len() / 2);
+                median.errors = errors; // errors of every run count
+                median
+            })
+            .collect();
         let base = rows.iter().find(|r| r.server == "raw-epoll");
         println!("\n{conns} connections");
         println!(
