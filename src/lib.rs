@@ -48,12 +48,14 @@
 struct ReadmeDoctests;
 
 mod error;
+mod generator;
 mod greenlet;
 mod hub;
 pub mod net;
 mod stack;
 
 pub use error::Error;
+pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown, Yielder};
 pub use greenlet::{Greenlet, GreenletExit};
 pub use hub::{
     Builder, HubStats, JoinHandle, Joined, Timeout, Watcher, joinall, joinall_timeout, killall,

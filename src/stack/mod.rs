@@ -55,10 +55,12 @@ pub(crate) struct PooledStack {
 // the `PooledStack` is dropped, which corosensei does after the coroutine
 // finished (or never, when a suspended coroutine is leaked).
 unsafe impl corosensei::stack::Stack for PooledStack {
+    #[inline]
     fn base(&self) -> corosensei::stack::StackPointer {
         corosensei::stack::StackPointer::new(self.top).expect("stack top is never zero")
     }
 
+    #[inline]
     fn limit(&self) -> corosensei::stack::StackPointer {
         // corosensei wants the limit to include the guard page.
         corosensei::stack::StackPointer::new(self.bottom - page_size())
