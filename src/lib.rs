@@ -49,6 +49,7 @@ struct ReadmeDoctests;
 
 mod error;
 mod generator;
+pub use generator::stages;
 mod greenlet;
 mod hub;
 pub mod net;

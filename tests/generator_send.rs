@@ -366,3 +366,38 @@ fn killing_a_greenlet_parked_inside_a_generator_unwinds_both() {
     assert_eq!(greenhouse::stats().timers, 0);
     assert_eq!(h.join(), Err(greenhouse::Error::Killed));
 }
+
+#[test]
+fn stages_compose_and_follow_tails_a_growing_file() -> std::io::Result<()> {
+    use greenhouse::stages::{batch, chain, follow, grep, map, take};
+    let a = ["x1", "keep 1", "x2"].map(String::from).into_iter();
+    let b = ["keep 2", "keep 3", "x3", "keep 4"]
+        .map(String::from)
+        .into_iter();
+    let kept = grep("keep", chain(a, b));
+    let numbers = map(kept, |l| l[5..].parse::<u32>().unwrap());
+    let got: Vec<Vec<u32>> = batch(take(numbers, 3), 2).collect();
+    assert_eq!(got, [vec![1, 2], vec![3]]);
+
+    // follow: a writer greenlet appends to a file while a reader tails it.
+    let path = std::env::temp_dir().join(format!("greenhouse-follow-{}", std::process::id()));
+    std::fs::write(&path, "first\n")?;
+    let p2 = path.clone();
+    let writer = spawn(move || -> std::io::Result<()> {
+        for i in 0..3 {
+            greenhouse::sleep(Duration::from_millis(5)).unwrap();
+            let mut f = std::fs::OpenOptions::new().append(true).open(&p2)?;
+            write!(f, "part{i}")?; // a line written in two pieces
+            f.flush()?;
+            greenhouse::sleep(Duration::from_millis(2)).unwrap();
+            writeln!(f, " done")?;
+        }
+        Ok(())
+    });
+    let reader = std::io::BufReader::new(std::fs::File::open(&path)?);
+    let lines: Vec<String> = take(follow(reader, Some(Duration::from_millis(1))), 4).collect();
+    writer.join().unwrap()?;
+    assert_eq!(lines, ["first", "part0 done", "part1 done", "part2 done"]);
+    std::fs::remove_file(&path)?;
+    Ok(())
+}

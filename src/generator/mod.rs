@@ -16,6 +16,7 @@
 //! generator later yields back into the greenlet's intact frame. Nothing
 //! is forwarded and nothing special is needed.
 
+pub mod stages;
 mod yielder;
 
 use std::fmt;
@@ -378,6 +379,33 @@ impl<S: 'static, Y: 'static, R: 'static> Drop for Generator<S, Y, R> {
     fn drop(&mut self) {
         // An unfinished generator is closed: its destructors run.
         let _ = self.close();
+    }
+}
+
+impl crate::Builder {
+    /// Creates a generator with this builder's stack size (its name is not
+    /// used: a generator runs as part of the greenlet that resumes it).
+    ///
+    /// # Errors
+    /// [`GeneratorError::Spawn`] if the stack cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut g = greenhouse::Builder::new()
+    ///     .stack_size(32 * 1024)
+    ///     .generator(|y, ()| { y.yield_(1); 2 })?;
+    /// assert_eq!(g.next(), Some(1));
+    /// # Ok::<(), greenhouse::GeneratorError>(())
+    /// ```
+    pub fn generator<S, Y, R, F>(self, f: F) -> Result<Generator<S, Y, R>, GeneratorError>
+    where
+        S: 'static,
+        Y: 'static,
+        R: 'static,
+        F: FnOnce(&Yielder<S, Y>, S) -> R + 'static,
+    {
+        Generator::with_stack_size(self.stack_size_value(), f)
     }
 }
 

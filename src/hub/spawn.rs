@@ -52,6 +52,11 @@ impl Builder {
         self
     }
 
+    /// The configured stack size.
+    pub(crate) fn stack_size_value(&self) -> usize {
+        self.stack_size
+    }
+
     /// Sets the usable stack size in bytes (rounded up to whole pages, at
     /// least 16 KiB).
     pub fn stack_size(mut self, size: usize) -> Builder {
