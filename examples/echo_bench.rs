@@ -86,7 +86,19 @@ fn raise_nofile() {
 fn serve(kind: &str) -> io::Result<()> {
     pin_to(1);
     raise_nofile();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    // Every server gets the same listener with a large backlog, so the
+    // burst of 5,000 simultaneous connects does not overflow it (std's
+    // `bind` uses 128, and overflowed connections get reset later).
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<SocketAddr>()
+            .map_err(io::Error::other)?
+            .into(),
+    )?;
+    sock.listen(4096)?;
+    let listener: std::net::TcpListener = sock.into();
     let addr = listener.local_addr()?;
     // The control thread: "start" and "mark" snapshot CPU time (and RSS at
     // "mark", while every connection is open); "report" prints and exits.
@@ -124,10 +136,11 @@ fn serve_greenhouse(l: std::net::TcpListener) -> io::Result<()> {
         let mut buf = [0u8; 4096];
         loop {
             match (&conn).read(&mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) => return,
+                Err(e) => return eprintln!("  greenhouse server read: {e}"),
                 Ok(n) => {
-                    if (&conn).write_all(&buf[..n]).is_err() {
-                        return;
+                    if let Err(e) = (&conn).write_all(&buf[..n]) {
+                        return eprintln!("  greenhouse server write: {e}");
                     }
                 }
             }
@@ -281,6 +294,14 @@ fn serve_raw(l: std::net::TcpListener) -> io::Result<()> {
 
 // ------------------------------------------------------------------ load
 
+/// Counts an error; prints the first few, so a failing run says why.
+fn report_error(errors: &Cell<u64>, what: &str, e: &io::Error) {
+    if errors.get() < 3 {
+        eprintln!("  client {what} error: {e}");
+    }
+    errors.set(errors.get() + 1);
+}
+
 struct Stats {
     round_trips: u64,
     p50_us: u64,
@@ -318,16 +339,25 @@ fn load(
             greenhouse::spawn(move || {
                 let mut c = match TcpStream::connect(addr) {
                     Ok(c) => c,
-                    Err(_) => return errors.set(errors.get() + 1),
+                    Err(e) => return report_error(&errors, "connect", &e),
                 };
                 let _ = c.set_nodelay(true);
                 let out = [7u8; MSG];
                 let mut back = [0u8; MSG];
                 while !stop.get() {
                     let t0 = Instant::now();
-                    if c.write_all(&out).is_err() || c.read_exact(&mut back).is_err() || back != out
-                    {
-                        return errors.set(errors.get() + 1);
+                    if let Err(e) = c.write_all(&out) {
+                        return report_error(&errors, "write", &e);
+                    }
+                    if let Err(e) = c.read_exact(&mut back) {
+                        return report_error(&errors, "read", &e);
+                    }
+                    if back != out {
+                        return report_error(
+                            &errors,
+                            "compare",
+                            &io::Error::other("corrupted echo"),
+                        );
                     }
                     if measuring.get() {
                         count.set(count.get() + 1);

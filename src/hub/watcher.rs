@@ -187,27 +187,14 @@ impl<T: AsFd> Watcher<T> {
         &self,
         interest: Interest,
         deadline: Option<Instant>,
-        mut op: impl FnMut(&T) -> io::Result<R>,
+        op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
-        loop {
-            match op(self.get_ref()) {
-                // `WouldBlock` just happened: the next edge will come.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.wait_woke(interest, deadline)? {
-                        Woke::Ready => {}
-                        Woke::Deadline | Woke::TimedOut => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "timed out waiting for readiness",
-                            ));
-                        }
-                        Woke::Deadlock => return Err(crate::Error::Deadlock.into()),
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
+        self.retry_map(interest, deadline, op, |woke| match woke {
+            Woke::Deadline | Woke::TimedOut => {
+                io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for readiness")
             }
-        }
+            other => timeout_error(other),
+        })
     }
 
     /// The socket retry loop: try `op`; on `WouldBlock` park and retry. A
@@ -217,14 +204,27 @@ impl<T: AsFd> Watcher<T> {
         &self,
         interest: Interest,
         deadline: Option<Instant>,
+        op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.retry_map(interest, deadline, op, timeout_error)
+    }
+
+    /// The one try / park / retry loop. `WouldBlock` has just happened when
+    /// it parks, so with the edge-triggered reactor the next edge will come;
+    /// a park that ends without readiness becomes `on_timeout(woke)`.
+    fn retry_map<R>(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
         mut op: impl FnMut(&T) -> io::Result<R>,
+        on_timeout: impl Fn(Woke) -> io::Error,
     ) -> io::Result<R> {
         loop {
             match op(self.get_ref()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match self.wait_woke(interest, deadline)? {
                         Woke::Ready => {}
-                        other => return Err(timeout_error(other)),
+                        other => return Err(on_timeout(other)),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

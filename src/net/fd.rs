@@ -53,7 +53,63 @@ macro_rules! fd_traits {
     };
 }
 
+/// Implements std's timeout methods for `$ty`, a wrapper around `Io<_>`.
+macro_rules! timeout_methods {
+    ($ty:ident) => {
+        impl $ty {
+            /// Makes reads give up after `timeout` with `WouldBlock`, as std
+            /// does (honoured cooperatively: only this greenlet waits).
+            /// `None` waits forever.
+            ///
+            /// # Errors
+            /// `InvalidInput` for a zero duration.
+            pub fn set_read_timeout(
+                &self,
+                timeout: Option<std::time::Duration>,
+            ) -> std::io::Result<()> {
+                self.io.set_read_timeout(timeout)
+            }
+
+            /// Makes writes give up after `timeout` with `WouldBlock`.
+            ///
+            /// # Errors
+            /// `InvalidInput` for a zero duration.
+            pub fn set_write_timeout(
+                &self,
+                timeout: Option<std::time::Duration>,
+            ) -> std::io::Result<()> {
+                self.io.set_write_timeout(timeout)
+            }
+
+            /// The read timeout.
+            ///
+            /// # Errors
+            /// Never; `Result` for std compatibility.
+            pub fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.io.read_timeout())
+            }
+
+            /// The write timeout.
+            ///
+            /// # Errors
+            /// Never; `Result` for std compatibility.
+            pub fn write_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.io.write_timeout())
+            }
+
+            /// The pending socket error (`SO_ERROR`), if any.
+            ///
+            /// # Errors
+            /// As std's `take_error`.
+            pub fn take_error(&self) -> std::io::Result<Option<std::io::Error>> {
+                self.io.get().take_error()
+            }
+        }
+    };
+}
+
 pub(crate) use fd_traits;
+pub(crate) use timeout_methods;
 
 /// Views an initialised byte buffer as `MaybeUninit` bytes, for socket2
 /// calls (such as `peek`) that take those.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::addr::{ToSocketAddrs, each_addr};
-use super::fd::fd_traits;
+use super::fd::{fd_traits, timeout_methods};
 use super::io::{Io, connect_in_progress};
 
 /// A TCP server socket; `accept` parks the calling greenlet until a
@@ -292,39 +292,6 @@ impl TcpStream {
         self.io.get().ttl()
     }
 
-    /// Makes reads give up after `timeout` with `WouldBlock`, as std does
-    /// (honoured cooperatively: only this greenlet waits). `None` waits forever.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// Makes writes give up after `timeout` with `WouldBlock`.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
-    /// The read timeout.
-    ///
-    /// # Errors
-    /// Never; `Result` for std compatibility.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.read_timeout())
-    }
-
-    /// The write timeout.
-    ///
-    /// # Errors
-    /// Never; `Result` for std compatibility.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.write_timeout())
-    }
-
     /// A new handle to the same connection (a `dup`ed fd), with its own
     /// registration and timeouts.
     ///
@@ -332,14 +299,6 @@ impl TcpStream {
     /// As std's `try_clone`.
     pub fn try_clone(&self) -> io::Result<TcpStream> {
         Ok(TcpStream::from_io(Io::new(self.io.get().try_clone()?)))
-    }
-
-    /// The pending socket error (`SO_ERROR`), if any.
-    ///
-    /// # Errors
-    /// As std's `take_error`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
     }
 }
 
@@ -391,4 +350,5 @@ impl Write for TcpStream {
     }
 }
 
+timeout_methods!(TcpStream);
 fd_traits!(TcpStream, std::net::TcpStream);

@@ -3,10 +3,9 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use super::addr::{ToSocketAddrs, each_addr};
-use super::fd::fd_traits;
+use super::fd::{fd_traits, timeout_methods};
 use super::io::Io;
 
 /// A UDP socket whose receives (and full-buffer sends) park only the
@@ -152,38 +151,6 @@ impl UdpSocket {
         self.io.get().ttl()
     }
 
-    /// Receives give up after `timeout` with `WouldBlock`, as std's.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// Sends give up after `timeout` with `WouldBlock`.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
-    /// The read timeout.
-    ///
-    /// # Errors
-    /// Never; `Result` for std compatibility.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.read_timeout())
-    }
-
-    /// The write timeout.
-    ///
-    /// # Errors
-    /// Never; `Result` for std compatibility.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.write_timeout())
-    }
-
     /// A new handle to the same socket (a `dup`ed fd).
     ///
     /// # Errors
@@ -191,14 +158,7 @@ impl UdpSocket {
     pub fn try_clone(&self) -> io::Result<UdpSocket> {
         Ok(UdpSocket::from_io(Io::new(self.io.get().try_clone()?)))
     }
-
-    /// The pending socket error (`SO_ERROR`), if any.
-    ///
-    /// # Errors
-    /// As std's `take_error`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
-    }
 }
 
+timeout_methods!(UdpSocket);
 fd_traits!(UdpSocket, std::net::UdpSocket);

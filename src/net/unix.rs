@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::fd::fd_traits;
+use super::fd::{fd_traits, timeout_methods};
 use super::io::{Io, connect_in_progress};
 
 /// A Unix-domain stream server socket.
@@ -184,52 +184,12 @@ impl UnixStream {
         self.io.get().peer_addr()
     }
 
-    /// Reads give up after `timeout` with `WouldBlock`.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// Writes give up after `timeout` with `WouldBlock`.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
-    /// The read timeout.
-    ///
-    /// # Errors
-    /// Never.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.read_timeout())
-    }
-
-    /// The write timeout.
-    ///
-    /// # Errors
-    /// Never.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.write_timeout())
-    }
-
     /// A new handle to the same connection.
     ///
     /// # Errors
     /// As std's.
     pub fn try_clone(&self) -> io::Result<UnixStream> {
         Ok(UnixStream::from_io(Io::new(self.io.get().try_clone()?)))
-    }
-
-    /// The pending socket error, if any.
-    ///
-    /// # Errors
-    /// As std's.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
     }
 }
 
@@ -276,6 +236,7 @@ impl Write for UnixStream {
     }
 }
 
+timeout_methods!(UnixStream);
 fd_traits!(UnixStream, std::os::unix::net::UnixStream);
 
 /// A Unix-domain datagram socket.
@@ -376,22 +337,6 @@ impl UnixDatagram {
         self.io.get().peer_addr()
     }
 
-    /// Receives give up after `timeout` with `WouldBlock`.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// Sends give up after `timeout` with `WouldBlock`.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
     /// Shuts down one or both halves.
     ///
     /// # Errors
@@ -409,4 +354,5 @@ impl UnixDatagram {
     }
 }
 
+timeout_methods!(UnixDatagram);
 fd_traits!(UnixDatagram, std::os::unix::net::UnixDatagram);
