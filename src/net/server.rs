@@ -47,6 +47,12 @@ struct Shared {
 /// reached. When the process runs out of fds (`EMFILE`), the accept loop
 /// reports it once and retries with a backoff instead of failing.
 ///
+/// The accept loop is a greenlet like the handlers, so under heavy load it
+/// waits its turn in the ready queue. Give the listener a backlog that
+/// covers connection bursts: [`TcpListener::bind`] uses 1024, while std's
+/// `bind` (for adopted listeners) uses 128. The kernel resets connections
+/// that overflow the accept queue.
+///
 /// # Examples
 ///
 /// ```
