@@ -87,11 +87,12 @@ impl Eq for Greenlet {}
 ///
 /// `body` receives the first message the greenlet is resumed with.
 pub(crate) fn create(
-    inner: Inner,
+    make: impl FnOnce() -> Inner,
+    stack_size: usize,
     body: impl FnOnce(Msg) -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
-    let stack = stack::take(inner.stack_size)?;
-    let inner = Rc::new(inner);
+    let stack = stack::take(stack_size)?;
+    let inner = inner::new_rc(make);
     let coro = Coroutine::with_stack(stack, move |y: &Yielder<(), Option<Rc<Inner>>>, ()| {
         let first = with_current(|c| {
             c.yielder.set(y as *const _);
@@ -154,14 +155,9 @@ impl Greenlet {
         R: 'static,
         F: FnOnce(A) -> R + 'static,
     {
-        let record = Inner::new(
-            None,
-            false,
-            Some(current_rc()),
-            Expect::of::<A>(),
-            stack_size,
-        );
-        let inner = create(record, move |first| {
+        let parent = current_rc();
+        let record = move || Inner::new(None, false, Some(parent), Expect::of::<A>(), stack_size);
+        let inner = create(record, stack_size, move |first| {
             let arg = match first {
                 Msg::Throw => return Outcome::Exited,
                 other => {

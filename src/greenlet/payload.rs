@@ -129,6 +129,27 @@ pub(crate) enum Msg {
     Throw,
 }
 
+impl Msg {
+    /// Drops a message, skipping the generic drop for the variants that own
+    /// nothing (a value still on its sender's stack stays the sender's).
+    #[inline]
+    pub(crate) fn discard(self) {
+        match self {
+            Msg::Boxed(_) | Msg::Panic(_) | Msg::Error(_) => drop(self),
+            _ => std::mem::forget(self),
+        }
+    }
+
+    /// The wake reason, if this is a hub wake-up (which owns no resources).
+    #[inline]
+    pub(crate) fn as_wake(&self) -> Option<Wake> {
+        match self {
+            Msg::Wake(w) => Some(*w),
+            _ => None,
+        }
+    }
+}
+
 /// How a greenlet's body ended.
 pub(crate) enum Outcome {
     /// A spawned greenlet finished and stored its own result.

@@ -161,6 +161,15 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>) -> Woke {
     let _cancel = CancelTimer(hub, timer);
     cur.state.set(State::Parked);
     let msg = greenlet::suspend(None);
+    if let Some(w) = msg.as_wake() {
+        // A wake-up owns nothing: skip the generic drop of the message.
+        std::mem::forget(msg);
+        return match w {
+            Wake::Ready => Woke::Ready,
+            Wake::Timer => woke_by_timer(&cur),
+            Wake::Deadlock => Woke::Deadlock,
+        };
+    }
     match msg {
         Msg::Wake(Wake::Ready) => Woke::Ready,
         Msg::Wake(Wake::Timer) => woke_by_timer(&cur),

@@ -171,11 +171,15 @@ where
     let state = Rc::new(JoinState::new());
     let st = state.clone();
     let name = b.name.map(String::into_boxed_str);
-    let record = Inner::new(name, true, None, Expect::of::<()>(), b.stack_size);
-    let inner = greenlet::create(record, move |first| {
-        let result = match first {
-            Msg::Throw => Err(Error::Killed),
-            _ => match panic::catch_unwind(AssertUnwindSafe(f)) {
+    let stack_size = b.stack_size;
+    let record = move || Inner::new(name, true, None, Expect::of::<()>(), stack_size);
+    let inner = greenlet::create(record, stack_size, move |first| {
+        let killed = matches!(first, Msg::Throw);
+        first.discard();
+        let result = if killed {
+            Err(Error::Killed)
+        } else {
+            match panic::catch_unwind(AssertUnwindSafe(f)) {
                 Ok(v) => Ok(v),
                 Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
                 Err(p) => Err(Error::Panicked {
@@ -184,7 +188,7 @@ where
                         .with(|l| l.borrow_mut().take())
                         .unwrap_or_else(|| panic_message(p.as_ref())),
                 }),
-            },
+            }
         };
         st.complete(result);
         Outcome::Done
