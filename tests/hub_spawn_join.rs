@@ -297,3 +297,38 @@ fn main_can_spawn_across_many_hub_turns() {
         assert_eq!(spawn(move || i * 2).join(), Ok(i * 2));
     }
 }
+
+#[test]
+fn a_destructor_may_block_while_its_greenlet_unwinds_and_others_panic() {
+    // A killed greenlet's destructor sleeps (parks in the middle of the
+    // GreenletExit unwind). Meanwhile another greenlet panics and a third
+    // runs normally: the suspended unwind must not turn the new panic into
+    // a process abort, and the destructor must finish afterwards.
+    struct SlowDrop(Rc<Cell<bool>>);
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            let _ = sleep(Duration::from_millis(20));
+            self.0.set(true);
+        }
+    }
+    let finished = Rc::new(Cell::new(false));
+    let f = finished.clone();
+    let victim = spawn(move || {
+        let _slow = SlowDrop(f);
+        sleep(Duration::from_secs(60)).unwrap();
+    });
+    yield_now();
+    victim.kill_nowait();
+    let panicker = spawn(|| -> u8 {
+        sleep(Duration::from_millis(5)).unwrap();
+        panic!("while another greenlet is mid-unwind")
+    });
+    let normal = spawn(|| {
+        sleep(Duration::from_millis(10)).unwrap();
+        7
+    });
+    assert!(matches!(panicker.join(), Err(Error::Panicked { .. })));
+    assert_eq!(normal.join(), Ok(7));
+    assert_eq!(victim.join(), Err(Error::Killed));
+    assert!(finished.get(), "the blocking destructor completed");
+}
