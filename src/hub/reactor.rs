@@ -129,6 +129,7 @@ impl Reactor {
     /// Parks the current greenlet until `src` reports `interest` (an edge
     /// after the caller's `WouldBlock`), the deadline passes, or the greenlet
     /// is killed. The wait-list guard leaves nothing behind on any path.
+    #[inline]
     pub(crate) fn wait(
         &self,
         src: &Source,
@@ -158,9 +159,13 @@ impl Reactor {
         events.clear();
         poller.wait(&mut events, timeout)?;
         let mut woken = 0;
+        // Waking only queues greenlets (and may drop tokens, which never
+        // touches `sources`), so the slab can stay borrowed.
+        let sources = self.sources.borrow();
         for ev in events.iter() {
-            let src = self.sources.borrow().get(ev.key).and_then(|s| s.clone());
-            let Some(src) = src else { continue };
+            let Some(Some(src)) = sources.get(ev.key) else {
+                continue;
+            };
             if ev.readable {
                 woken += src.readers.wake_all(ready);
             }

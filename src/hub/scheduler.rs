@@ -112,6 +112,7 @@ pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
 
 /// Parks the current greenlet until a token wakes it, `deadline` passes or
 /// an armed `Timeout` scope expires. Raises `GreenletExit` if killed.
+#[inline]
 pub(crate) fn park(deadline: Option<Instant>) -> Woke {
     super::with(|hub| park_on(hub, deadline))
 }
@@ -222,6 +223,7 @@ fn next_waiter_id() -> u64 {
 
 impl WaitList {
     /// Parks the current greenlet in this list until woken or `deadline`.
+    #[inline]
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Woke {
         let id = next_waiter_id();
         self.push((id, Token::for_next_park()));

@@ -116,6 +116,7 @@ impl<T: AsFd> Watcher<T> {
     }
 
     /// Parks until ready for `interest`; returns how the park ended.
+    #[inline]
     pub(crate) fn wait_woke(
         &self,
         interest: Interest,
