@@ -144,9 +144,9 @@ type Coro<S, Y, R> = Coroutine<In<S>, Y, End<R>, PooledStack>;
 /// assert_eq!(v, [0, 20, 40]);
 /// ```
 pub struct Generator<S: 'static, Y: 'static, R: 'static> {
+    /// `None` once it has finished (returned, failed, or been closed).
     coro: Option<Coro<S, Y, R>>,
     shared: Rc<Shared>,
-    finished: bool,
     /// The return value, kept when the generator is driven as an iterator.
     returned: Option<R>,
 }
@@ -155,7 +155,7 @@ impl<S, Y, R> fmt::Debug for Generator<S, Y, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Generator")
             .field("started", &self.coro.as_ref().is_some_and(|c| c.started()))
-            .field("finished", &self.finished)
+            .field("finished", &self.is_finished())
             .finish()
     }
 }
@@ -223,21 +223,17 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
         Ok(Generator {
             coro: Some(coro),
             shared,
-            finished: false,
             returned: None,
         })
     }
 
     /// Whether it has finished (returned, failed, or been closed).
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.coro.is_none()
     }
 
     #[inline]
     fn resume_with(&mut self, input: In<S>) -> Result<GeneratorState<Y, R>, GeneratorError> {
-        if self.finished {
-            return Err(GeneratorError::Finished);
-        }
         let Some(coro) = self.coro.as_mut() else {
             return Err(GeneratorError::Finished);
         };
@@ -260,7 +256,6 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
 
     /// Marks it finished and gives its stack back to the pool.
     fn finish(&mut self) {
-        self.finished = true;
         drop(self.coro.take());
     }
 
@@ -318,7 +313,7 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
     /// and yielded again (it is then unwound by force);
     /// [`GeneratorError::Thrown`] if an earlier thrown error surfaces.
     pub fn close(&mut self) -> Result<(), GeneratorError> {
-        if self.finished {
+        if self.is_finished() {
             return Ok(());
         }
         if !self.coro.as_ref().is_some_and(|c| c.started()) {
@@ -334,7 +329,6 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
                 if let Some(mut c) = self.coro.take() {
                     c.force_unwind();
                 }
-                self.finished = true;
                 Err(GeneratorError::YieldedDuringClose)
             }
             Err(e) => Err(e),

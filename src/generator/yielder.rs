@@ -68,10 +68,9 @@ impl<S: 'static, Y: 'static> Yielder<S, Y> {
     /// and goes back to the caller of `throw`; closing unwinds it with
     /// [`GeneratorExit`] (destructors run).
     pub fn yield_(&self, value: Y) -> S {
-        match self.suspend(value) {
-            In::Send(s) => s,
-            In::Throw(e) => self.raise(e),
-            In::Close => panic::resume_unwind(Box::new(GeneratorExit)),
+        match self.try_yield(value) {
+            Ok(s) => s,
+            Err(e) => self.raise(e),
         }
     }
 

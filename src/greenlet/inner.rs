@@ -98,10 +98,12 @@ impl Inner {
     #[inline(always)]
     pub(crate) fn put_msg(&self, msg: Msg) {
         let old = self.pending.replace(msg);
-        if !matches!(old, Msg::Empty) {
-            drop_cold(old);
-        } else {
+        // The inbox is almost always empty: test for that first, so the
+        // common case is a single compare.
+        if matches!(old, Msg::Empty) {
             std::mem::forget(old);
+        } else {
+            old.discard();
         }
     }
 
@@ -181,12 +183,8 @@ pub(crate) fn new_rc(make: impl FnOnce() -> Inner) -> Rc<Inner> {
     unsafe { rc.assume_init() }
 }
 
-#[cold]
-fn drop_cold(msg: Msg) {
-    drop(msg);
-}
-
-fn next_id() -> u64 {
+/// A fresh number, unique on this thread (greenlet ids, `Timeout` scopes).
+pub(crate) fn next_id() -> u64 {
     thread_local! { static NEXT: Cell<u64> = const { Cell::new(1) }; }
     NEXT.with(|n| {
         let id = n.get();
@@ -259,18 +257,8 @@ fn name_hook(buf: &mut [u8]) -> usize {
         Some(name) => put(name.as_bytes()),
         None => {
             put(b"Greenlet-");
-            let mut digits = [0u8; 20];
-            let mut i = digits.len();
-            let mut id = inner.id;
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (id % 10) as u8;
-                id /= 10;
-                if id == 0 {
-                    break;
-                }
-            }
-            put(&digits[i..]);
+            let mut digits = [0u8; 24];
+            put(crate::stack::fmt_usize(inner.id as usize, &mut digits));
         }
     }
     n

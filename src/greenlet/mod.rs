@@ -22,7 +22,7 @@ use corosensei::{Coroutine, Yielder};
 
 pub(crate) use inner::{
     Inner, State, current_is_spawned, current_rc, in_scheduler, install_scheduler, main_rc,
-    tearing_down, with_current,
+    next_id, tearing_down, with_current,
 };
 pub use payload::GreenletExit;
 pub(crate) use payload::{Expect, Msg, Outcome, Wake};
@@ -257,14 +257,22 @@ impl Greenlet {
             });
         }
         let mut slot = Some(value);
-        target.put_msg(Msg::Value(payload::Transfer::new(&mut slot)));
+        let reply = self.deliver::<R>(Msg::Value(payload::Transfer::new(&mut slot)));
+        drop(slot); // taken by the receiver, unless something went wrong
+        payload::receive::<R>(reply)
+    }
+
+    /// Puts `msg` in this greenlet's inbox, suspends the current greenlet
+    /// (waiting for an `R`) and switches here; returns the message the
+    /// current greenlet is resumed with.
+    #[inline(always)]
+    fn deliver<R: 'static>(&self, msg: Msg) -> Msg {
+        self.inner.put_msg(msg);
         with_current(|c| {
             c.expects.set(Expect::of::<R>());
             c.state.set(State::Suspended);
         });
-        let reply = suspend(Some(target.clone()));
-        drop(slot);
-        payload::receive::<R>(reply)
+        suspend(Some(self.inner.clone()))
     }
 
     /// Raises [`GreenletExit`] in this greenlet at its suspension point and
@@ -306,12 +314,7 @@ impl Greenlet {
             panic::resume_unwind(Box::new(GreenletExit));
         }
         self.check_target()?;
-        with_current(|c| {
-            c.expects.set(Expect::of::<R>());
-            c.state.set(State::Suspended);
-        });
-        target.put_msg(Msg::Throw);
-        payload::receive::<R>(suspend(Some(target.clone())))
+        payload::receive::<R>(self.deliver::<R>(Msg::Throw))
     }
 
     fn check_target(&self) -> Result<(), Error> {

@@ -131,11 +131,12 @@ pub(crate) enum Msg {
 
 impl Msg {
     /// Drops a message, skipping the generic drop for the variants that own
-    /// nothing (a value still on its sender's stack stays the sender's).
+    /// nothing (a value still on its sender's stack stays the sender's), so
+    /// the hot paths never call the out-of-line drop glue.
     #[inline]
     pub(crate) fn discard(self) {
         match self {
-            Msg::Boxed(_) | Msg::Panic(_) | Msg::Error(_) => drop(self),
+            Msg::Boxed(_) | Msg::Panic(_) | Msg::Error(_) => drop_cold(self),
             _ => std::mem::forget(self),
         }
     }
@@ -148,6 +149,11 @@ impl Msg {
             _ => None,
         }
     }
+}
+
+#[cold]
+fn drop_cold(msg: Msg) {
+    drop(msg);
 }
 
 /// How a greenlet's body ended.

@@ -66,8 +66,10 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
             None => match inner::with_scheduler(|s| s.and_then(|s| s.next())) {
                 Some(g) => g,
                 None => {
-                    inner::set_in_scheduler(outer);
-                    return Msg::Wake(Wake::Deadlock);
+                    // Nothing can run again: tell main instead of hanging.
+                    // SAFETY: main is live for the thread's life.
+                    unsafe { (*main).put_msg(Msg::Wake(Wake::Deadlock)) };
+                    break;
                 }
             },
         };
@@ -132,10 +134,13 @@ fn finish(g: &Rc<Inner>, outcome: Outcome) -> Option<Rc<Inner>> {
             }
         }
     }
-    if let Some(s) = inner::scheduler() {
-        s.unhandled(g, outcome);
-    } else if let Outcome::Panicked(p) = outcome {
-        crate::error::report_unhandled(&g.name(), &p);
-    }
+    inner::with_scheduler(|s| match s {
+        Some(s) => s.unhandled(g, outcome),
+        None => {
+            if let Outcome::Panicked(p) = outcome {
+                crate::error::report_unhandled(&g.name(), &p);
+            }
+        }
+    });
     None
 }

@@ -130,26 +130,21 @@ impl Reactor {
     /// after the caller's `WouldBlock`), the deadline passes, or the greenlet
     /// is killed. The wait-list guard leaves nothing behind on any path.
     #[inline]
-    pub(crate) fn wait(
-        &self,
-        src: &Source,
-        interest: Interest,
-        deadline: Option<Instant>,
-    ) -> io::Result<Woke> {
+    pub(crate) fn wait(&self, src: &Source, interest: Interest, deadline: Option<Instant>) -> Woke {
         struct Waiting<'a>(&'a Reactor);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
                 self.0.waiting.set(self.0.waiting.get() - 1);
             }
         }
-        self.poller()?;
+        // A registered source implies the poller exists.
         self.waiting.set(self.waiting.get() + 1);
         let _waiting = Waiting(self);
         let list = match interest {
             Interest::Read => &src.readers,
             Interest::Write => &src.writers,
         };
-        Ok(list.wait(deadline))
+        list.wait(deadline)
     }
 
     /// Waits for IO events (up to `timeout`) and makes their waiters ready.

@@ -5,7 +5,7 @@
 //! A token wakes only the park it was made for: every park bumps the
 //! greenlet's generation, so a late or duplicate wake is ignored.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic;
 use std::rc::Rc;
@@ -35,13 +35,6 @@ pub(crate) struct Token {
 impl Token {
     /// A token for park number `generation` of `g`.
     pub(crate) fn new(g: Rc<Inner>, generation: u64) -> Token {
-        Token { g, generation }
-    }
-
-    /// A token for the current greenlet's next [`park`].
-    pub(crate) fn for_next_park() -> Token {
-        let g = greenlet::current_rc();
-        let generation = g.park_gen.get() + 1;
         Token { g, generation }
     }
 
@@ -114,10 +107,18 @@ pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
 /// an armed `Timeout` scope expires. Raises `GreenletExit` if killed.
 #[inline]
 pub(crate) fn park(deadline: Option<Instant>) -> Woke {
-    super::with(|hub| park_on(hub, deadline))
+    park_with(deadline, |_| {})
 }
 
-fn park_on(hub: &super::Hub, deadline: Option<Instant>) -> Woke {
+/// Like [`park`], handing `register` the token that wakes this park (the
+/// caller files it wherever the wake-up will come from). `register` is not
+/// called if the deadline has already passed.
+#[inline]
+pub(crate) fn park_with(deadline: Option<Instant>, register: impl FnOnce(Token)) -> Woke {
+    super::with(|hub| park_on(hub, deadline, register))
+}
+
+fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(Token)) -> Woke {
     let cur = greenlet::current_rc();
     let generation = cur.park_gen.get() + 1;
     cur.park_gen.set(generation);
@@ -141,15 +142,8 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>) -> Woke {
             return woke_by_timer(&cur);
         }
     }
-    let timer = eff.map(|e| {
-        hub.timers.insert(
-            e,
-            Token {
-                g: cur.clone(),
-                generation,
-            },
-        )
-    });
+    register(Token::new(cur.clone(), generation));
+    let timer = eff.map(|e| hub.timers.insert(e, Token::new(cur.clone(), generation)));
     // Cancels the timer on every exit path, including a kill's unwind.
     struct CancelTimer<'a>(&'a super::Hub, Option<super::timers::TimerKey>);
     impl Drop for CancelTimer<'_> {
@@ -162,27 +156,20 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>) -> Woke {
     let _cancel = CancelTimer(hub, timer);
     cur.state.set(State::Parked);
     let msg = greenlet::suspend(None);
-    if let Some(w) = msg.as_wake() {
-        // A wake-up owns nothing: skip the generic drop of the message.
-        std::mem::forget(msg);
-        return match w {
-            Wake::Ready => Woke::Ready,
-            Wake::Timer => woke_by_timer(&cur),
-            Wake::Deadlock => Woke::Deadlock,
-        };
+    let thrown = matches!(msg, Msg::Throw);
+    let wake = msg.as_wake();
+    msg.discard();
+    if thrown {
+        drop(_cancel);
+        drop(cur);
+        panic::resume_unwind(Box::new(GreenletExit));
     }
-    match msg {
-        Msg::Wake(Wake::Ready) => Woke::Ready,
-        Msg::Wake(Wake::Timer) => woke_by_timer(&cur),
-        Msg::Wake(Wake::Deadlock) => Woke::Deadlock,
-        Msg::Throw => {
-            drop(_cancel);
-            drop(cur);
-            panic::resume_unwind(Box::new(GreenletExit))
-        }
-        // An explicit switch cannot reach a parked greenlet; treat anything
-        // else as a spurious wake-up (callers re-check their condition).
-        _ => Woke::Ready,
+    match wake {
+        Some(Wake::Timer) => woke_by_timer(&cur),
+        Some(Wake::Deadlock) => Woke::Deadlock,
+        // An explicit switch cannot reach a parked greenlet; anything but a
+        // wake-up is spurious (callers re-check their condition).
+        Some(Wake::Ready) | None => Woke::Ready,
     }
 }
 
@@ -194,7 +181,10 @@ pub(crate) fn yield_now() {
     cur.state.set(State::Ready);
     cur.put_msg(Msg::Wake(Wake::Ready));
     super::with(|hub| hub.ready.push(cur));
-    if let Msg::Throw = greenlet::suspend(None) {
+    let msg = greenlet::suspend(None);
+    let thrown = matches!(msg, Msg::Throw);
+    msg.discard();
+    if thrown {
         panic::resume_unwind(Box::new(GreenletExit));
     }
 }
@@ -203,76 +193,62 @@ pub(crate) fn yield_now() {
 ///
 /// Every entry is removed by a guard when its park ends, whatever the
 /// reason (woken, timed out, killed), so a list never holds stale waiters.
-/// The first waiter is stored inline: a join (one waiter) allocates nothing.
+/// An entry is found by its greenlet: a greenlet waits in one place at a
+/// time. The first waiter is stored inline: a join allocates nothing.
 #[derive(Default)]
 pub(crate) struct WaitList {
     /// The oldest waiter, if any.
-    head: RefCell<Option<(u64, Token)>>,
+    head: RefCell<Option<Token>>,
     /// Later waiters, oldest first.
-    rest: RefCell<VecDeque<(u64, Token)>>,
-}
-
-fn next_waiter_id() -> u64 {
-    thread_local! { static NEXT: Cell<u64> = const { Cell::new(1) }; }
-    NEXT.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    })
+    rest: RefCell<VecDeque<Token>>,
 }
 
 impl WaitList {
     /// Parks the current greenlet in this list until woken or `deadline`.
     #[inline]
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Woke {
-        let id = next_waiter_id();
-        self.push((id, Token::for_next_park()));
-        struct Remove<'a>(&'a WaitList, u64);
+        struct Remove<'a>(&'a WaitList, *const Inner);
         impl Drop for Remove<'_> {
             fn drop(&mut self) {
                 let removed = self.0.remove(self.1);
                 drop(removed);
             }
         }
-        let _remove = Remove(self, id);
-        park(deadline)
+        let _remove = Remove(self, greenlet::with_current(|c| c as *const Inner));
+        park_with(deadline, |token| self.push(token))
     }
 
-    fn push(&self, entry: (u64, Token)) {
+    fn push(&self, token: Token) {
         let mut head = self.head.borrow_mut();
         if head.is_none() && self.rest.borrow().is_empty() {
-            *head = Some(entry);
+            *head = Some(token);
         } else {
-            self.rest.borrow_mut().push_back(entry);
+            self.rest.borrow_mut().push_back(token);
         }
     }
 
-    fn remove(&self, id: u64) -> Option<(u64, Token)> {
+    fn remove(&self, g: *const Inner) -> Option<Token> {
         let mut head = self.head.borrow_mut();
-        if head.as_ref().is_some_and(|(i, _)| *i == id) {
+        if head.as_ref().is_some_and(|t| Rc::as_ptr(&t.g) == g) {
             let out = head.take();
             *head = self.rest.borrow_mut().pop_front();
             return out;
         }
         let mut rest = self.rest.borrow_mut();
-        rest.iter()
-            .position(|(i, _)| *i == id)
-            .and_then(|p| rest.remove(p))
+        let at = rest.iter().position(|t| Rc::as_ptr(&t.g) == g)?;
+        rest.remove(at)
     }
 
     /// Wakes every waiter (they leave the list now), oldest first.
     pub(crate) fn wake_all(&self, ready: &ReadyQueue) -> usize {
-        let Some((_, first)) = self.head.borrow_mut().take() else {
+        let Some(first) = self.head.borrow_mut().take() else {
             return 0;
         };
         let mut woken = usize::from(first.wake(ready, Wake::Ready));
         drop(first);
         if !self.rest.borrow().is_empty() {
             let rest = std::mem::take(&mut *self.rest.borrow_mut());
-            woken += rest
-                .iter()
-                .filter(|(_, t)| t.wake(ready, Wake::Ready))
-                .count();
+            woken += rest.iter().filter(|t| t.wake(ready, Wake::Ready)).count();
         }
         woken
     }

@@ -6,7 +6,6 @@
 //! the greenlet is blocked in — and every later blocking call — with
 //! [`Error::TimedOut`] until the guard is dropped.
 
-use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -86,15 +85,6 @@ pub fn yield_now() {
     scheduler::yield_now();
 }
 
-fn next_scope_id() -> u64 {
-    thread_local! { static NEXT: Cell<u64> = const { Cell::new(1) }; }
-    NEXT.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    })
-}
-
 /// The earliest deadline among the scopes `g` has armed.
 pub(crate) fn scope_deadline(g: &Inner) -> Option<Instant> {
     g.deadlines.borrow().iter().map(|d| d.1).min()
@@ -153,7 +143,7 @@ impl Timeout {
     /// Arms a timeout expiring at `deadline` for the current greenlet.
     pub fn start_at(deadline: Instant) -> Timeout {
         let g = greenlet::current_rc();
-        let id = next_scope_id();
+        let id = greenlet::next_id();
         g.deadlines.borrow_mut().push((id, deadline, false));
         Timeout {
             g,

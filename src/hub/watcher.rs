@@ -55,7 +55,8 @@ impl<T: AsFd> fmt::Debug for Watcher<T> {
     }
 }
 
-fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+/// The instant `timeout` from now, if any.
+pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
 }
 
@@ -68,6 +69,16 @@ pub(crate) fn timeout_error(woke: Woke) -> io::Error {
         Woke::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "timed out"),
         Woke::Deadlock => crate::Error::Deadlock.into(),
         Woke::Ready => io::Error::other("spurious wake-up"),
+    }
+}
+
+/// The error for `Watcher`'s own waits: any deadline is `TimedOut`.
+fn readiness_timeout(woke: Woke) -> io::Error {
+    match woke {
+        Woke::Deadline | Woke::TimedOut => {
+            io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for readiness")
+        }
+        other => timeout_error(other),
     }
 }
 
@@ -123,7 +134,21 @@ impl<T: AsFd> Watcher<T> {
         deadline: Option<Instant>,
     ) -> io::Result<Woke> {
         let src = self.source()?;
-        self.hub.reactor.wait(src, interest, deadline)
+        Ok(self.hub.reactor.wait(src, interest, deadline))
+    }
+
+    /// Parks until ready; a park that ends otherwise becomes `on_timeout(woke)`.
+    #[inline]
+    pub(crate) fn wait_or(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        on_timeout: impl Fn(Woke) -> io::Error,
+    ) -> io::Result<()> {
+        match self.wait_woke(interest, deadline)? {
+            Woke::Ready => Ok(()),
+            other => Err(on_timeout(other)),
+        }
     }
 
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
@@ -132,14 +157,7 @@ impl<T: AsFd> Watcher<T> {
         if self.hub.reactor.is_ready(self.source()?, interest) {
             return Ok(());
         }
-        match self.wait_woke(interest, deadline)? {
-            Woke::Ready => Ok(()),
-            Woke::Deadline | Woke::TimedOut => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "timed out waiting for readiness",
-            )),
-            Woke::Deadlock => Err(crate::Error::Deadlock.into()),
-        }
+        self.wait_or(interest, deadline, readiness_timeout)
     }
 
     /// Parks until the fd is readable (or `timeout` passes).
@@ -190,12 +208,7 @@ impl<T: AsFd> Watcher<T> {
         deadline: Option<Instant>,
         op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
-        self.retry_map(interest, deadline, op, |woke| match woke {
-            Woke::Deadline | Woke::TimedOut => {
-                io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for readiness")
-            }
-            other => timeout_error(other),
-        })
+        self.retry_map(interest, deadline, op, readiness_timeout)
     }
 
     /// The socket retry loop: try `op`; on `WouldBlock` park and retry. A
@@ -223,10 +236,7 @@ impl<T: AsFd> Watcher<T> {
         loop {
             match op(self.get_ref()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.wait_woke(interest, deadline)? {
-                        Woke::Ready => {}
-                        other => return Err(on_timeout(other)),
-                    }
+                    self.wait_or(interest, deadline, &on_timeout)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,

@@ -10,17 +10,14 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::hub::{Interest, watcher::Watcher};
+use crate::hub::Interest;
+use crate::hub::watcher::{Watcher, deadline, timeout_error};
 
 /// A registered non-blocking socket with std-style timeouts.
 pub(crate) struct Io<T: AsFd> {
     w: Watcher<T>,
     read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
-}
-
-fn deadline(t: Option<Duration>) -> Option<Instant> {
-    t.map(|t| Instant::now() + t)
 }
 
 impl<T: AsFd> Io<T> {
@@ -56,10 +53,7 @@ impl<T: AsFd> Io<T> {
 
     /// Waits for writability with an explicit deadline (non-blocking connect).
     pub(crate) fn wait_writable(&self, deadline: Option<Instant>) -> io::Result<()> {
-        match self.w.wait_woke(Interest::Write, deadline)? {
-            crate::hub::scheduler::Woke::Ready => Ok(()),
-            woke => Err(crate::hub::watcher::timeout_error(woke)),
-        }
+        self.w.wait_or(Interest::Write, deadline, timeout_error)
     }
 
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {

@@ -20,7 +20,7 @@ mod slab;
 use std::cell::RefCell;
 use std::io;
 
-pub(crate) use overflow::{ensure_thread_ready, set_name_hook};
+pub(crate) use overflow::{ensure_thread_ready, fmt_usize, set_name_hook};
 pub(crate) use slab::page_size;
 
 /// The default usable stack size of a greenlet, in bytes: 256 KiB.

@@ -78,7 +78,9 @@ fn write_stderr(bytes: &[u8]) {
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-fn fmt_usize(mut n: usize, buf: &mut [u8; 24]) -> &[u8] {
+/// Formats `n` in decimal into the end of `buf`, without allocating (safe
+/// in a signal handler).
+pub(crate) fn fmt_usize(mut n: usize, buf: &mut [u8; 24]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
