@@ -47,6 +47,9 @@ pub enum Error {
     ResultTaken,
     /// A greenlet could not be created (no memory or map entries for its stack).
     Spawn(String),
+    /// The hub behind a [`HubHandle`](crate::HubHandle) is gone: its thread
+    /// has exited, so it will run nothing more.
+    HubClosed,
 }
 
 impl fmt::Display for Error {
@@ -72,6 +75,7 @@ impl fmt::Display for Error {
             ),
             Error::ResultTaken => f.write_str("the greenlet's result was already taken"),
             Error::Spawn(why) => write!(f, "cannot create a greenlet: {why}"),
+            Error::HubClosed => f.write_str("the hub's thread has exited; it runs nothing more"),
         }
     }
 }

@@ -11,6 +11,15 @@
 //!   [`killall`], [`sleep`], [`yield_now`], [`Timeout`], [`with_timeout`] —
 //!   gevent's hub API.
 //! - [`Watcher`]: park a greenlet until an fd is readable or writable.
+//! - [`net`]: cooperative sockets with std's API, and `StreamServer`.
+//! - [`sync`]: `Event`, `AsyncResult`, semaphores, locks, queues and
+//!   `Channel`, with FIFO waiters — gevent's `event`, `lock`, `queue`.
+//! - [`pool`]: `Pool` and `Group`, with `map`/`imap`; [`JoinHandle::link`]
+//!   for completion callbacks.
+//! - [`threadpool`]: `spawn_blocking` for truly blocking calls;
+//!   [`HubHandle`] to hand closures to a hub from other threads.
+//! - [`local`]: greenlet-local storage.
+//! - [`Generator`]: Python-style generators on the same stacks.
 //!
 //! One hub per OS thread, created on first use. Everything is `!Send`; the
 //! thread's own stack is the main greenlet and runs the scheduler while it
@@ -52,15 +61,19 @@ mod generator;
 pub use generator::stages;
 mod greenlet;
 mod hub;
+pub mod local;
 pub mod net;
+pub mod pool;
 mod stack;
+pub mod sync;
+pub mod threadpool;
 
 pub use error::Error;
 pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown, Yielder};
 pub use greenlet::{Greenlet, GreenletExit};
 pub use hub::{
-    Builder, HubStats, JoinHandle, Joined, Timeout, Watcher, joinall, joinall_timeout, killall,
-    sleep, sleep_until, spawn, spawn_later, stats, with_timeout, yield_now,
+    Builder, HubHandle, HubStats, JoinHandle, Joined, Timeout, Watcher, joinall, joinall_timeout,
+    killall, sleep, sleep_until, spawn, spawn_later, stats, with_timeout, yield_now,
 };
 pub use stack::DEFAULT_STACK_SIZE;
 

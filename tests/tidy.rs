@@ -40,8 +40,7 @@ fn layer(module: &str) -> Option<u32> {
         "stack" => Some(0),
         "greenlet" => Some(1),
         "hub" => Some(2),
-        "net" => Some(3),
-        "generator" => Some(3),
+        "net" | "generator" | "sync" | "pool" | "local" | "threadpool" => Some(3),
         _ => None,
     }
 }

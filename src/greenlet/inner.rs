@@ -6,6 +6,7 @@
 //! trampoline is resuming (kept alive by the trampoline's own reference for
 //! the whole resume).
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
@@ -60,6 +61,9 @@ pub(crate) struct Inner {
     /// Deadlines of the `Timeout` scopes armed by this greenlet:
     /// `(scope id, deadline, fired)`.
     pub(crate) deadlines: RefCell<Vec<(u64, Instant, bool)>>,
+    /// Greenlet-local values (the public `local` module), by key; dropped when the
+    /// greenlet ends.
+    pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
 }
 
 impl Inner {
@@ -84,6 +88,19 @@ impl Inner {
             pending: Cell::new(Msg::Empty),
             park_gen: Cell::new(0),
             deadlines: RefCell::new(Vec::new()),
+            locals: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Drops this greenlet's local values (their destructors may use
+    /// other locals, so the list is not borrowed meanwhile).
+    pub(crate) fn drop_locals(&self) {
+        loop {
+            let all = std::mem::take(&mut *self.locals.borrow_mut());
+            if all.is_empty() {
+                return;
+            }
+            drop(all);
         }
     }
 
@@ -135,6 +152,7 @@ impl Inner {
         let coro = self.coro.borrow_mut().take();
         drop(coro);
         self.deadlines.borrow_mut().clear();
+        self.drop_locals();
     }
 }
 

@@ -98,7 +98,10 @@ pub(crate) fn create(
             c.yielder.set(y as *const _);
             c.take_msg()
         });
-        body(first)
+        let outcome = body(first);
+        // Locals die with the greenlet, on its own stack.
+        with_current(Inner::drop_locals);
+        outcome
     });
     *inner.coro.borrow_mut() = Some(coro);
     Ok(inner)
@@ -181,6 +184,11 @@ impl Greenlet {
             inner,
             _not_send: PhantomData,
         }
+    }
+
+    /// The record behind this handle.
+    pub(crate) fn inner(&self) -> &Rc<Inner> {
+        &self.inner
     }
 
     /// The greenlet that is running now (the main greenlet outside any other).

@@ -11,17 +11,21 @@
 //! only answers the trampoline's [`Schedule::next`] with the greenlet to run.
 
 pub(crate) mod reactor;
+pub(crate) mod remote;
 pub(crate) use reactor::Interest;
 pub(crate) mod scheduler;
-mod spawn;
+pub(crate) mod spawn;
 pub(crate) mod timeout;
 pub(crate) mod timers;
 pub(crate) mod watcher;
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use remote::HubHandle;
 pub use spawn::{
     Builder, JoinHandle, Joined, joinall, joinall_timeout, killall, spawn, spawn_later,
 };
@@ -30,6 +34,7 @@ pub use watcher::Watcher;
 
 use crate::greenlet::{self, Inner, Outcome, Schedule};
 use reactor::Reactor;
+use remote::{Remote, RemoteWaits};
 use scheduler::ReadyQueue;
 use timers::Timers;
 
@@ -42,6 +47,10 @@ pub(crate) struct Hub {
     budget: Cell<usize>,
     /// Suspended greenlets whose last handle was dropped; to be killed.
     orphans: RefCell<Vec<Rc<Inner>>>,
+    /// The inbox for other threads, created with the first `HubHandle`.
+    remote: OnceCell<Arc<Remote>>,
+    /// Greenlets waiting for another thread's `RemoteWaker`.
+    pub(crate) remote_waits: RemoteWaits,
 }
 
 thread_local! {
@@ -64,6 +73,8 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
                 reactor: Reactor::new(),
                 budget: Cell::new(0),
                 orphans: RefCell::new(Vec::new()),
+                remote: OnceCell::new(),
+                remote_waits: RemoteWaits::default(),
             });
             greenlet::install_scheduler(hub.clone());
             hub
@@ -71,13 +82,47 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
     })
 }
 
+/// Runs `f` with this thread's hub if it exists and is not being torn
+/// down (for destructors).
+pub(crate) fn try_with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> Option<R> {
+    HUB.try_with(|h| h.get().map(f)).ok().flatten()
+}
+
 impl Hub {
+    /// The inbox for other threads (creating the poller if needed).
+    pub(crate) fn remote(&self) -> io::Result<Arc<Remote>> {
+        if let Some(r) = self.remote.get() {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Remote::new(self.reactor.poller()?.clone()));
+        Ok(self.remote.get_or_init(|| r).clone())
+    }
+
+    /// Runs what other threads handed over, if anything.
+    #[inline]
+    fn drain_remote(&self) {
+        if let Some(r) = self.remote.get() {
+            if r.has_jobs() {
+                remote::drain(r, &self.remote_waits, &self.ready);
+            }
+        }
+    }
+
+    /// Whether another thread may still hand work over or wake a greenlet.
+    fn remote_live(&self) -> bool {
+        self.remote
+            .get()
+            .is_some_and(|r| r.is_live() || r.has_jobs())
+    }
+
     /// Blocks the thread until the next timer (or IO, if anyone waits).
     fn wait_for_events(&self, now: Instant, something_ready: bool) -> bool {
         let waiting_io = self.reactor.has_waiters();
         if something_ready && !waiting_io {
-            return true;
+            return true; // remote jobs are seen at every tick boundary
         }
+        // Another thread may still hand work over: wait for its notify.
+        let waiting_io = waiting_io || self.remote_live();
         let timeout = if something_ready {
             Some(Duration::ZERO)
         } else {
@@ -118,6 +163,7 @@ impl Schedule for Hub {
             }
             // Tick boundary. With no timers and nobody waiting for IO there
             // is nothing to poll: start the next tick without a system call.
+            self.drain_remote();
             let idle_kernel = self.timers.len() == 0 && !self.reactor.has_waiters();
             if idle_kernel && !self.ready.is_empty() {
                 self.budget.set(self.ready.len());
@@ -128,6 +174,7 @@ impl Schedule for Hub {
             if !self.wait_for_events(now, !self.ready.is_empty()) {
                 return None;
             }
+            self.drain_remote();
             if self.ready.is_empty() {
                 // Woken by a timer that is now due, or spuriously: go round.
                 self.timers.fire_due(Instant::now(), &self.ready);
@@ -154,6 +201,9 @@ impl Drop for Hub {
         self.timers.clear();
         self.reactor.clear();
         self.orphans.borrow_mut().clear();
+        if let Some(r) = self.remote.get() {
+            r.close();
+        }
     }
 }
 

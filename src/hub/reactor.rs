@@ -19,6 +19,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use polling::{Event, Events, PollMode, Poller};
@@ -41,7 +42,7 @@ pub(crate) struct Source {
 }
 
 pub(crate) struct Reactor {
-    poller: OnceCell<Poller>,
+    poller: OnceCell<Arc<Poller>>,
     events: RefCell<Events>,
     sources: RefCell<Vec<Option<Rc<Source>>>>,
     free: RefCell<Vec<usize>>,
@@ -60,11 +61,13 @@ impl Reactor {
         }
     }
 
-    fn poller(&self) -> io::Result<&Poller> {
+    /// The poller, created on first use. Shared (`Arc`) so that other
+    /// threads can `notify` it through a [`HubHandle`](super::HubHandle).
+    pub(crate) fn poller(&self) -> io::Result<&Arc<Poller>> {
         if let Some(p) = self.poller.get() {
             return Ok(p);
         }
-        let p = Poller::new()?;
+        let p = Arc::new(Poller::new()?);
         Ok(self.poller.get_or_init(|| p))
     }
 

@@ -50,6 +50,11 @@ impl Token {
         ready.push(self.g.clone());
         true
     }
+
+    /// [`wake`](Self::wake) with `Wake::Ready` through this thread's hub.
+    pub(crate) fn wake_now(&self) -> bool {
+        super::with(|hub| self.wake(&hub.ready, Wake::Ready))
+    }
 }
 
 /// FIFO of greenlets ready to run; each has its message in `pending`.
@@ -251,6 +256,11 @@ impl WaitList {
             woken += rest.iter().filter(|t| t.wake(ready, Wake::Ready)).count();
         }
         woken
+    }
+
+    /// [`wake_all`](Self::wake_all) through this thread's hub.
+    pub(crate) fn wake_all_now(&self) -> usize {
+        super::with(|hub| self.wake_all(&hub.ready))
     }
 
     pub(crate) fn len(&self) -> usize {

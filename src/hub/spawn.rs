@@ -212,13 +212,19 @@ where
     })
 }
 
+/// A completion callback; it may take the result out of the slot.
+type Callback<T> = Box<dyn FnOnce(&mut Option<Result<T, Error>>)>;
+
 /// Shared between a spawned greenlet and its handle.
 struct JoinState<T> {
     result: RefCell<Option<Result<T, Error>>>,
     done: Cell<bool>,
+    /// The result was taken or seen (by a join or a callback): a panic in
+    /// it needs no report.
     taken: Cell<bool>,
     handle_alive: Cell<bool>,
     waiters: WaitList,
+    callbacks: RefCell<Vec<Callback<T>>>,
 }
 
 impl<T> JoinState<T> {
@@ -229,16 +235,38 @@ impl<T> JoinState<T> {
             taken: Cell::new(false),
             handle_alive: Cell::new(true),
             waiters: WaitList::default(),
+            callbacks: RefCell::new(Vec::new()),
         }
     }
 
     fn complete(&self, result: Result<T, Error>) {
-        if !self.handle_alive.get() {
+        let callbacks = std::mem::take(&mut *self.callbacks.borrow_mut());
+        if !self.handle_alive.get() && callbacks.is_empty() {
             report_if_panicked(&result);
         }
         *self.result.borrow_mut() = Some(result);
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
+        for cb in callbacks {
+            self.run_callback(cb);
+        }
+    }
+
+    /// Runs `cb` with the result slot (not borrowed meanwhile, so the
+    /// callback may use the handle). A panic in it is reported, not raised.
+    fn run_callback(&self, cb: Callback<T>) {
+        self.taken.set(true);
+        let mut slot = self.result.borrow_mut().take();
+        let r = panic::catch_unwind(AssertUnwindSafe(|| cb(&mut slot)));
+        *self.result.borrow_mut() = slot;
+        if let Err(p) = r {
+            if !p.is::<GreenletExit>() {
+                let msg = LAST_PANIC
+                    .with(|l| l.borrow_mut().take())
+                    .unwrap_or_else(|| panic_message(p.as_ref()));
+                eprintln!("greenhouse: a completion callback panicked: {msg}");
+            }
+        }
     }
 }
 
@@ -390,6 +418,51 @@ impl<T> JoinHandle<T> {
         super::with(|hub| scheduler::throw_into(&hub.ready, &self.g));
     }
 
+    /// Registers `f` to run with the greenlet's result as soon as it
+    /// finishes (gevent's `link`, `concurrent.futures`' `add_done_callback`).
+    ///
+    /// Callbacks run in the order they were added, on the hub's thread, on
+    /// the finishing greenlet's own stack right after its function returned
+    /// (so a callback may block). If the greenlet has already finished, `f`
+    /// runs now, in the caller. The result stays available to
+    /// [`join`](Self::join). A panic in `f` is reported on stderr and goes
+    /// no further.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    ///
+    /// let seen = Rc::new(Cell::new(0));
+    /// let s = seen.clone();
+    /// let h = greenhouse::spawn(|| 21 * 2);
+    /// h.link(move |r| s.set(*r.as_ref().unwrap()));
+    /// assert_eq!(h.join(), Ok(42));
+    /// assert_eq!(seen.get(), 42);
+    /// ```
+    pub fn link(&self, f: impl FnOnce(&Result<T, Error>) + 'static) {
+        self.link_slot(Box::new(move |slot| match slot {
+            Some(r) => f(r),
+            None => f(&Err(Error::ResultTaken)),
+        }));
+    }
+
+    /// Like [`link`](Self::link), but the callback takes the result (a
+    /// later `join` gets [`Error::ResultTaken`]).
+    pub(crate) fn link_take(&self, f: impl FnOnce(Result<T, Error>) + 'static) {
+        self.link_slot(Box::new(move |slot| {
+            f(slot.take().unwrap_or(Err(Error::ResultTaken)));
+        }));
+    }
+
+    fn link_slot(&self, cb: Callback<T>) {
+        if self.state.done.get() {
+            self.state.run_callback(cb);
+        } else {
+            self.state.callbacks.borrow_mut().push(cb);
+        }
+    }
+
     /// Whether the greenlet has finished (its result is available).
     pub fn is_ready(&self) -> bool {
         self.state.done.get()
@@ -490,4 +563,17 @@ pub fn killall<'a, T: 'a>(
         h.wait_until(None)?;
     }
     Ok(())
+}
+
+/// Raises [`GreenletExit`] in `g` through the hub without waiting (a kill
+/// by greenlet handle, for owners that keep no typed `JoinHandle`).
+/// Killing the current greenlet unwinds at once.
+pub(crate) fn kill_nowait(g: &Greenlet) {
+    if g.inner().is_dead() {
+        return;
+    }
+    if greenlet::with_current(|c| std::ptr::eq(c, Rc::as_ptr(g.inner()))) {
+        panic::resume_unwind(Box::new(GreenletExit));
+    }
+    super::with(|hub| scheduler::throw_into(&hub.ready, g.inner()));
 }

@@ -1,20 +1,17 @@
 //! Socket addresses, and name resolution that never blocks the hub.
 //!
 //! Literal addresses are parsed in place. A host name is resolved with the
-//! system resolver (`getaddrinfo`) on a helper OS thread while the calling
-//! greenlet parks on a socket pair; the hub keeps running others.
+//! system resolver (`getaddrinfo`) on the blocking thread pool
+//! ([`crate::threadpool`]) while the calling greenlet parks; the hub keeps
+//! running others.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
-
-use crate::hub::{Interest, watcher::Watcher};
 
 /// Something that names one or more socket addresses, like
 /// [`std::net::ToSocketAddrs`], implemented for the same types.
 ///
-/// Host names are resolved on a helper thread, so resolution parks only
+/// Host names are resolved on the blocking thread pool, so resolution parks only
 /// the calling greenlet.
 ///
 /// # Examples
@@ -124,35 +121,9 @@ fn host_port(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let host = host.to_owned();
-    offload(move || std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)))?
-        .map(|it| it.collect())
-}
-
-/// Runs `f` on a new OS thread and parks the current greenlet until it is
-/// done. The thread wakes us by writing one byte to a socket pair.
-pub(crate) fn offload<R, F>(f: F) -> io::Result<R>
-where
-    R: Send + 'static,
-    F: FnOnce() -> R + Send + 'static,
-{
-    let (ours, theirs) = UnixStream::pair()?;
-    ours.set_nonblocking(true)?;
-    let slot = Arc::new(Mutex::new(None));
-    let out = slot.clone();
-    std::thread::Builder::new()
-        .name("greenhouse-resolver".into())
-        .spawn(move || {
-            let r = f();
-            *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            // MSG_NOSIGNAL: if the greenlet was killed meanwhile, the peer is
-            // closed; that must not raise SIGPIPE.
-            let _ = socket2::SockRef::from(&theirs).send_with_flags(&[1], libc::MSG_NOSIGNAL);
-        })?;
-    let w = Watcher::lazy(ours);
-    // One byte, or EOF if the thread died (panicked) before writing.
-    w.io_with(Interest::Read, None, |mut s| s.read(&mut [0u8; 1]))?;
-    let r = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-    r.ok_or_else(|| io::Error::other("the resolver thread failed"))
+    crate::threadpool::spawn_blocking(move || {
+        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(|it| it.collect())
+    })?
 }
 
 /// Tries `f` on every address in turn; returns the first success or the

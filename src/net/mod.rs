@@ -4,7 +4,7 @@
 //! The types mirror `std::net` and `std::os::unix::net` (same method names
 //! and signatures where that makes sense) and implement `Read`/`Write`, so
 //! `BufReader`, `read_exact`, `write_all` and `io::copy` work unchanged.
-//! Host names are resolved on a helper thread ([`ToSocketAddrs`]).
+//! Host names are resolved on the blocking thread pool ([`ToSocketAddrs`]).
 //! [`StreamServer`] runs one greenlet per connection.
 //!
 //! All fds are non-blocking underneath. A call tries the operation; on

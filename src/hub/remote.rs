@@ -1,0 +1,339 @@
+//! Other threads talking to a hub: [`HubHandle`] hands it closures to run
+//! as greenlets, and [`RemoteWaker`] wakes one parked greenlet (the thread
+//! pool's completion path).
+//!
+//! Both push a [`Job`] into the hub's [`Remote`] inbox under a mutex and
+//! then `notify` the hub's poller, which makes the hub's next (or current)
+//! `epoll_wait` return. The hub drains the inbox at every tick boundary and
+//! after every poll. The notification is sticky (an eventfd), so a job
+//! pushed while the hub is busy running greenlets is never missed.
+//!
+//! **Liveness:** while any `HubHandle` or `RemoteWaker` exists, the hub
+//! waits for it in the poller instead of reporting
+//! [`Error::Deadlock`](crate::Error::Deadlock). Dropping the last one
+//! notifies the hub, so it can re-check.
+//!
+//! **Closing:** when the hub's thread exits, the inbox is closed; later
+//! handoffs fail with [`Error::HubClosed`] and queued jobs are dropped.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use polling::Poller;
+
+use super::scheduler::{ReadyQueue, Token, Woke, park_with};
+use crate::error::Error;
+use crate::greenlet::Wake;
+
+/// Work handed to a hub from another thread.
+enum Job {
+    /// Run this closure as a new greenlet.
+    Spawn(Box<dyn FnOnce() + Send>),
+    /// Wake the greenlet parked in [`RemoteWait`] number `key`.
+    Wake(u64),
+}
+
+/// A hub's inbox for other threads. Shared by the hub and every handle.
+pub(crate) struct Remote {
+    inbox: Mutex<Inbox>,
+    /// True while `inbox.jobs` may be non-empty (read without the lock at
+    /// every tick).
+    pending: AtomicBool,
+    /// Live `HubHandle`s and `RemoteWaker`s.
+    live: AtomicUsize,
+    poller: Arc<Poller>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    jobs: Vec<Job>,
+    closed: bool,
+}
+
+impl Remote {
+    pub(crate) fn new(poller: Arc<Poller>) -> Remote {
+        Remote {
+            inbox: Mutex::new(Inbox::default()),
+            pending: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            poller,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        // A job's closure never runs under this lock, so poisoning can only
+        // come from a panic between two plain pushes: the data is intact.
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, job: Job) -> Result<(), Job> {
+        let mut inbox = self.lock();
+        if inbox.closed {
+            return Err(job);
+        }
+        inbox.jobs.push(job);
+        self.pending.store(true, Ordering::Release);
+        drop(inbox);
+        // A failed notify (the hub closed its poller) leaves the job for
+        // the hub's next tick, which then sees `pending`.
+        let _ = self.poller.notify();
+        Ok(())
+    }
+
+    fn acquire(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn release(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last one: let a hub waiting only for us re-check.
+            let _ = self.poller.notify();
+        }
+    }
+
+    /// Whether some handle or waker is alive (the hub must wait for it).
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether jobs may be waiting.
+    #[inline]
+    pub(crate) fn has_jobs(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Closes the inbox (the hub is going away) and drops what is queued.
+    pub(crate) fn close(&self) {
+        let jobs = {
+            let mut inbox = self.lock();
+            inbox.closed = true;
+            std::mem::take(&mut inbox.jobs)
+        };
+        drop(jobs);
+    }
+}
+
+/// The hub's side: greenlets parked in [`RemoteWait`], by key.
+#[derive(Default)]
+pub(crate) struct RemoteWaits {
+    next_key: std::cell::Cell<u64>,
+    waits: RefCell<HashMap<u64, WaitEntry>>,
+}
+
+#[derive(Default)]
+struct WaitEntry {
+    token: Option<Token>,
+    woken: bool,
+}
+
+/// Runs the jobs in `remote`'s inbox: spawns closures, wakes waiters.
+pub(crate) fn drain(remote: &Remote, waits: &RemoteWaits, ready: &ReadyQueue) {
+    if !remote.pending.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let jobs = std::mem::take(&mut remote.lock().jobs);
+    for job in jobs {
+        match job {
+            Job::Spawn(f) => drop(super::spawn(f)),
+            Job::Wake(key) => {
+                let token = {
+                    let mut w = waits.waits.borrow_mut();
+                    match w.get_mut(&key) {
+                        Some(e) => {
+                            e.woken = true;
+                            e.token.take()
+                        }
+                        None => None, // the waiter gave up (timeout, kill)
+                    }
+                };
+                if let Some(t) = token {
+                    t.wake(ready, Wake::Ready);
+                }
+            }
+        }
+    }
+}
+
+/// A `Send` handle to one thread's hub: other threads hand it closures,
+/// which run there as new greenlets (gevent's `async` watcher, or
+/// `loop.run_callback_threadsafe`).
+///
+/// The hub is woken through its poller's notify, so a hub blocked in
+/// `epoll_wait` (or in a `sleep`, a `join`, a socket) picks the closure up
+/// at once. Closures run in the order they were handed over.
+///
+/// While any `HubHandle` exists, the hub treats it as a source of future
+/// work: a greenlet waiting for something only a handle can bring waits
+/// instead of getting [`Error::Deadlock`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::mpsc;
+///
+/// let hub = greenhouse::HubHandle::current()?;
+/// let (tx, rx) = mpsc::channel();
+/// let worker = std::thread::spawn(move || {
+///     // On another OS thread: run this on the hub's thread, as a greenlet.
+///     hub.spawn(move || {
+///         let me = greenhouse::current().name();
+///         tx.send(me).unwrap();
+///     })
+///     .unwrap();
+/// });
+/// worker.join().unwrap();
+/// greenhouse::sleep(std::time::Duration::from_millis(1))?; // let the hub run it
+/// assert!(rx.recv()?.starts_with("Greenlet-"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct HubHandle {
+    remote: Arc<Remote>,
+}
+
+impl HubHandle {
+    /// A handle to the calling thread's hub (created if needed).
+    ///
+    /// # Errors
+    /// The poller cannot be created (out of file descriptors).
+    pub fn current() -> io::Result<HubHandle> {
+        let remote = super::with(|hub| hub.remote())?;
+        remote.acquire();
+        Ok(HubHandle { remote })
+    }
+
+    /// Hands `f` to the hub, which runs it as a new greenlet at its next
+    /// turn. Never blocks.
+    ///
+    /// # Errors
+    /// [`Error::HubClosed`] if the hub's thread has exited; `f` is dropped.
+    pub fn spawn<F>(&self, f: F) -> Result<(), Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.remote
+            .send(Job::Spawn(Box::new(f)))
+            .map_err(|_| Error::HubClosed)
+    }
+
+    /// Whether the hub's thread has exited (later `spawn`s fail).
+    pub fn is_closed(&self) -> bool {
+        self.remote.lock().closed
+    }
+}
+
+impl Clone for HubHandle {
+    fn clone(&self) -> HubHandle {
+        self.remote.acquire();
+        HubHandle {
+            remote: self.remote.clone(),
+        }
+    }
+}
+
+impl Drop for HubHandle {
+    fn drop(&mut self) {
+        self.remote.release();
+    }
+}
+
+impl fmt::Debug for HubHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubHandle")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Wakes one [`RemoteWait`] from any thread. Dropping it without calling
+/// [`wake`](RemoteWaker::wake) wakes the waiter too, so it is never
+/// stranded.
+pub(crate) struct RemoteWaker {
+    remote: Arc<Remote>,
+    key: u64,
+}
+
+impl RemoteWaker {
+    pub(crate) fn wake(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RemoteWaker {
+    fn drop(&mut self) {
+        // Fails only if the hub is gone, and its waiter with it.
+        let _ = self.remote.send(Job::Wake(self.key));
+        self.remote.release();
+    }
+}
+
+/// The parked side of a [`RemoteWaker`]; `!Send`. Dropping it forgets the
+/// key, so a late wake is ignored.
+pub(crate) struct RemoteWait {
+    key: u64,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// A waker for another thread and the wait it ends.
+pub(crate) fn remote_wait() -> io::Result<(RemoteWaker, RemoteWait)> {
+    super::with(|hub| {
+        let remote = hub.remote()?;
+        let key = hub.remote_waits.next_key.get();
+        hub.remote_waits.next_key.set(key + 1);
+        hub.remote_waits
+            .waits
+            .borrow_mut()
+            .insert(key, WaitEntry::default());
+        remote.acquire();
+        Ok((
+            RemoteWaker { remote, key },
+            RemoteWait {
+                key,
+                _not_send: PhantomData,
+            },
+        ))
+    })
+}
+
+impl RemoteWait {
+    /// Parks until the waker fires (`Ready`), `deadline` passes, or an
+    /// armed `Timeout` expires. Raises `GreenletExit` if killed.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Woke {
+        loop {
+            let woken = super::with(|hub| {
+                hub.remote_waits
+                    .waits
+                    .borrow()
+                    .get(&self.key)
+                    .is_some_and(|e| e.woken)
+            });
+            if woken {
+                return Woke::Ready;
+            }
+            let woke = park_with(deadline, |token| {
+                super::with(|hub| {
+                    if let Some(e) = hub.remote_waits.waits.borrow_mut().get_mut(&self.key) {
+                        e.token = Some(token);
+                    }
+                });
+            });
+            if woke != Woke::Ready {
+                return woke;
+            }
+        }
+    }
+}
+
+impl Drop for RemoteWait {
+    fn drop(&mut self) {
+        super::try_with(|hub| {
+            let removed = hub.remote_waits.waits.borrow_mut().remove(&self.key);
+            drop(removed);
+        });
+    }
+}
