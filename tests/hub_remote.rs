@@ -67,26 +67,26 @@ fn eight_threads_hand_over_ten_thousand_closures_and_none_is_lost() {
 #[test]
 fn closures_run_in_handoff_order_as_greenlets() {
     let hub = HubHandle::current().unwrap();
-    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
-    thread_local! { static ORDER: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) }; }
+    thread_local! {
+        static ORDER: std::cell::RefCell<Vec<(u32, bool)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
     std::thread::spawn(move || {
         for i in 0..100 {
             hub.spawn(move || {
-                assert!(!greenhouse::current().is_main());
-                ORDER.with(|o| o.borrow_mut().push(i));
+                let in_greenlet = !greenhouse::current().is_main();
+                ORDER.with(|o| o.borrow_mut().push((i, in_greenlet)));
             })
             .unwrap();
         }
     })
     .join()
     .unwrap();
-    while ORDER.with(|o| o.borrow().len()) < 100 {
-        greenhouse::sleep(Duration::from_millis(1)).unwrap();
-    }
-    order
-        .borrow_mut()
-        .extend(ORDER.with(|o| o.borrow().clone()));
-    assert_eq!(*order.borrow(), (0..100).collect::<Vec<_>>());
+    // Everything was handed over before the thread ended: one hub turn
+    // runs it all.
+    greenhouse::sleep(Duration::from_millis(1)).unwrap();
+    let order = ORDER.with(|o| o.borrow().clone());
+    assert_eq!(order, (0..100).map(|i| (i, true)).collect::<Vec<_>>());
 }
 
 #[test]
@@ -198,4 +198,11 @@ fn the_pool_bound_is_respected() {
     }
     assert_eq!(peak.load(Ordering::SeqCst), 3);
     assert!(pool.threads() <= 3);
+}
+
+#[test]
+fn the_cross_thread_types_are_send_sync_and_clone() {
+    fn cross_thread<T: Send + Sync + Clone + 'static>() {}
+    cross_thread::<HubHandle>();
+    cross_thread::<ThreadPool>();
 }

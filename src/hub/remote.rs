@@ -166,7 +166,10 @@ pub(crate) fn drain(remote: &Remote, waits: &RemoteWaits, ready: &ReadyQueue) {
 ///
 /// The hub is woken through its poller's notify, so a hub blocked in
 /// `epoll_wait` (or in a `sleep`, a `join`, a socket) picks the closure up
-/// at once. Closures run in the order they were handed over.
+/// at once. Closures run in the order they were handed over. A hub runs
+/// only while its thread is inside greenhouse (blocked in a sleep, a join,
+/// a socket call, a queue, or yielding); a thread busy in plain code picks
+/// the closures up at its next such call.
 ///
 /// While any `HubHandle` exists, the hub treats it as a source of future
 /// work: a greenlet waiting for something only a handle can bring waits
