@@ -17,57 +17,69 @@ use greenhouse::sync::{Channel, Queue};
 
 const STREAM: u64 = 1000;
 
+/// The two greenhouse queue types the ping-pong runs over.
+trait Handoff: Clone + 'static {
+    fn make() -> Self;
+    fn send(&self, v: u64);
+    fn recv(&self) -> Option<u64>;
+}
+
+impl Handoff for Queue<u64> {
+    fn make() -> Self {
+        Queue::new()
+    }
+    fn send(&self, v: u64) {
+        self.put(v).unwrap();
+    }
+    fn recv(&self) -> Option<u64> {
+        self.get().ok()
+    }
+}
+
+impl Handoff for Channel<u64> {
+    fn make() -> Self {
+        Channel::new()
+    }
+    fn send(&self, v: u64) {
+        self.put(v).unwrap();
+    }
+    fn recv(&self) -> Option<u64> {
+        self.get().ok()
+    }
+}
+
+/// `iters` round trips between main and an echo greenlet over two `Q`s.
+fn greenhouse_pingpong<Q: Handoff>(iters: u64) -> Duration {
+    let (req, rep) = (Q::make(), Q::make());
+    let (r2, p2) = (req.clone(), rep.clone());
+    let echo = greenhouse::spawn(move || {
+        while let Some(v) = r2.recv() {
+            if v == u64::MAX {
+                break;
+            }
+            p2.send(v + 1);
+        }
+    });
+    let t0 = Instant::now();
+    for i in 0..iters {
+        req.send(i);
+        let v = rep.recv();
+        debug_assert_eq!(v, Some(i + 1));
+    }
+    let el = t0.elapsed();
+    req.send(u64::MAX);
+    echo.join().unwrap();
+    el
+}
+
 fn pingpong(c: &mut Criterion) {
     let mut group = c.benchmark_group("queue_pingpong");
 
     group.bench_function("greenhouse_queue", |b| {
-        b.iter_custom(|iters| {
-            let (req, rep) = (Queue::new(), Queue::new());
-            let (r2, p2) = (req.clone(), rep.clone());
-            let echo = greenhouse::spawn(move || {
-                while let Ok(v) = r2.get() {
-                    if v == u64::MAX {
-                        break;
-                    }
-                    p2.put(v + 1).unwrap();
-                }
-            });
-            let t0 = Instant::now();
-            for i in 0..iters {
-                req.put(i).unwrap();
-                let v = rep.get().unwrap();
-                debug_assert_eq!(v, i + 1);
-            }
-            let el = t0.elapsed();
-            req.put(u64::MAX).unwrap();
-            echo.join().unwrap();
-            el
-        })
+        b.iter_custom(greenhouse_pingpong::<Queue<u64>>)
     });
-
     group.bench_function("greenhouse_channel", |b| {
-        b.iter_custom(|iters| {
-            let (req, rep) = (Channel::new(), Channel::new());
-            let (r2, p2) = (req.clone(), rep.clone());
-            let echo = greenhouse::spawn(move || {
-                while let Ok(v) = r2.get() {
-                    if v == u64::MAX {
-                        break;
-                    }
-                    p2.put(v + 1).unwrap();
-                }
-            });
-            let t0 = Instant::now();
-            for i in 0..iters {
-                req.put(i).unwrap();
-                let v = rep.get().unwrap();
-                debug_assert_eq!(v, i + 1);
-            }
-            let el = t0.elapsed();
-            req.put(u64::MAX).unwrap();
-            echo.join().unwrap();
-            el
-        })
+        b.iter_custom(greenhouse_pingpong::<Channel<u64>>)
     });
 
     let rt = tokio::runtime::Builder::new_current_thread()

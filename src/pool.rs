@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::greenlet::{Greenlet, GreenletExit};
-use crate::hub::scheduler::{WaitList, Woke};
+use crate::hub::scheduler::{WaitList, Woke, own_timeout};
+use crate::hub::watcher::deadline_in;
 use crate::hub::{Builder, JoinHandle, spawn, spawn::kill_nowait};
 use crate::sync::{Queue, Semaphore};
 
@@ -178,10 +179,7 @@ impl Group {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if that can never happen.
     pub fn join(&self) -> Result<(), Error> {
-        match self.wait_until_at_most(0, None) {
-            Woke::Ready => Ok(()),
-            w => Err(woke_error(w)),
-        }
+        self.wait_until_at_most(0, None).map_err(Woke::error)
     }
 
     /// Like [`join`](Self::join), giving up after `timeout`; tells whether
@@ -190,21 +188,11 @@ impl Group {
     /// # Errors
     /// As for `join`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        match self.wait_until_at_most(0, Some(Instant::now() + timeout)) {
-            Woke::Ready => Ok(true),
-            Woke::Deadline => Ok(false),
-            w => Err(woke_error(w)),
-        }
+        own_timeout(self.wait_until_at_most(0, deadline_in(timeout))).map(|r| r.is_some())
     }
 
-    fn wait_until_at_most(&self, n: usize, deadline: Option<Instant>) -> Woke {
-        while self.len() > n {
-            match self.inner.changed.wait(deadline) {
-                Woke::Ready => {}
-                w => return w,
-            }
-        }
-        Woke::Ready
+    fn wait_until_at_most(&self, n: usize, deadline: Option<Instant>) -> Result<(), Woke> {
+        self.inner.changed.wait_until(deadline, || self.len() <= n)
     }
 
     /// Kills every member and waits until they are dead. A member calling
@@ -224,13 +212,10 @@ impl Group {
             .cloned()
             .collect();
         for g in &others {
-            kill_nowait(g);
+            kill_nowait(g.inner());
         }
         let member = usize::from(self.contains_current());
-        match self.wait_until_at_most(member, None) {
-            Woke::Ready => {}
-            w => return Err(woke_error(w)),
-        }
+        self.wait_until_at_most(member, None).map_err(Woke::error)?;
         if member == 1 {
             panic::resume_unwind(Box::new(GreenletExit));
         }
@@ -354,13 +339,6 @@ impl Group {
             expected: None,
             done: false,
         }
-    }
-}
-
-fn woke_error(w: Woke) -> Error {
-    match w {
-        Woke::Deadlock => Error::Deadlock,
-        _ => Error::TimedOut,
     }
 }
 
@@ -490,16 +468,12 @@ impl Pool {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if no member can ever end.
     pub fn wait_available(&self) -> Result<usize, Error> {
-        loop {
-            let free = self.free_count();
-            if free > 0 {
-                return Ok(free);
-            }
-            match self.group.inner.changed.wait(None) {
-                Woke::Ready => {}
-                w => return Err(woke_error(w)),
-            }
-        }
+        self.group
+            .inner
+            .changed
+            .wait_until(None, || self.free_count() > 0)
+            .map_err(Woke::error)?;
+        Ok(self.free_count())
     }
 
     fn slots(&self) -> &Semaphore {

@@ -130,10 +130,9 @@ impl ThreadPool {
             *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             waker.wake();
         }))?;
-        match wait.wait(None) {
-            Woke::Ready => {}
-            Woke::Deadline | Woke::TimedOut => return Err(Error::TimedOut),
-            Woke::Deadlock => return Err(Error::Deadlock),
+        let woke = wait.wait(None);
+        if woke != Woke::Ready {
+            return Err(woke.error());
         }
         let r = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         match r {

@@ -21,8 +21,8 @@ use std::rc::Rc;
 use corosensei::{Coroutine, Yielder};
 
 pub(crate) use inner::{
-    Inner, State, current_is_spawned, current_rc, in_scheduler, install_scheduler, main_rc,
-    next_id, tearing_down, with_current,
+    Inner, State, current_is_spawned, current_ptr, current_rc, in_scheduler, install_scheduler,
+    main_rc, next_id, tearing_down, with_current,
 };
 pub use payload::GreenletExit;
 pub(crate) use payload::{Expect, Msg, Outcome, Wake};
@@ -318,7 +318,7 @@ impl Greenlet {
     /// ```
     pub fn throw<R: 'static>(&self) -> Result<R, Error> {
         let target = &self.inner;
-        if with_current(|c| std::ptr::eq(c, Rc::as_ptr(target))) {
+        if current_ptr() == Rc::as_ptr(target) {
             panic::resume_unwind(Box::new(GreenletExit));
         }
         self.check_target()?;

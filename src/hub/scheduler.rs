@@ -11,6 +11,7 @@ use std::panic;
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::error::Error;
 use crate::greenlet::{self, GreenletExit, Inner, Msg, State, Wake};
 
 /// How a [`park`] ended.
@@ -24,6 +25,27 @@ pub(crate) enum Woke {
     TimedOut,
     /// Nothing could ever wake it.
     Deadlock,
+}
+
+impl Woke {
+    /// The error for a park that ended without what it waited for: any
+    /// deadline is `TimedOut`.
+    pub(crate) fn error(self) -> Error {
+        match self {
+            Woke::Deadlock => Error::Deadlock,
+            Woke::Ready | Woke::Deadline | Woke::TimedOut => Error::TimedOut,
+        }
+    }
+}
+
+/// Maps the outcome of a wait with its own timeout: that timeout passing is
+/// `Ok(None)`; an armed `Timeout` scope or a deadlock is an error.
+pub(crate) fn own_timeout<T>(r: Result<T, Woke>) -> Result<Option<T>, Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Woke::Deadline) => Ok(None),
+        Err(w) => Err(w.error()),
+    }
 }
 
 /// Permission to wake one particular park of one greenlet.
@@ -221,6 +243,22 @@ impl WaitList {
         }
         let _remove = Remove(self, greenlet::with_current(|c| c as *const Inner));
         park_with(deadline, |token| self.push(token))
+    }
+
+    /// Waits in this list until `done()` holds (checked first, and after
+    /// every wake-up), `deadline` passes, or an armed `Timeout` expires.
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        done: impl Fn() -> bool,
+    ) -> Result<(), Woke> {
+        while !done() {
+            match self.wait(deadline) {
+                Woke::Ready => {}
+                w => return Err(w),
+            }
+        }
+        Ok(())
     }
 
     fn push(&self, token: Token) {

@@ -9,6 +9,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use super::scheduler::{self, Token, WaitList, Woke};
+use super::watcher::deadline_in;
 use crate::error::{Error, panic_message};
 use crate::greenlet::{self, Expect, Greenlet, GreenletExit, Inner, Msg, Outcome, State};
 use crate::stack::DEFAULT_STACK_SIZE;
@@ -353,7 +354,7 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(h.join_timeout(Duration::from_secs(5)), Ok(Ok(())));
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
-        self.wait_until(Some(Instant::now() + timeout))?;
+        self.wait_until(deadline_in(timeout))?;
         self.take()
     }
 
@@ -369,19 +370,17 @@ impl<T> JoinHandle<T> {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<(), Error> {
-        loop {
-            if self.state.done.get() {
-                return Ok(());
-            }
-            if greenlet::with_current(|c| std::ptr::eq(c, Rc::as_ptr(&self.g))) {
-                return Err(Error::Invalid("a greenlet cannot join itself"));
-            }
-            match self.state.waiters.wait(deadline) {
-                Woke::Ready => continue,
-                Woke::Deadline | Woke::TimedOut => return Err(Error::TimedOut),
-                Woke::Deadlock => return Err(Error::Deadlock),
-            }
+        if self.state.done.get() {
+            return Ok(());
         }
+        if greenlet::current_ptr() == Rc::as_ptr(&self.g) {
+            return Err(Error::Invalid("a greenlet cannot join itself"));
+        }
+        let done = &self.state.done;
+        self.state
+            .waiters
+            .wait_until(deadline, || done.get())
+            .map_err(Woke::error)
     }
 
     /// Kills the greenlet: raises [`GreenletExit`] at its suspension point
@@ -409,13 +408,9 @@ impl<T> JoinHandle<T> {
 
     /// Raises [`GreenletExit`] in the greenlet without waiting for it to die.
     pub fn kill_nowait(&self) {
-        if self.state.done.get() {
-            return;
+        if !self.state.done.get() {
+            kill_nowait(&self.g);
         }
-        if greenlet::with_current(|c| std::ptr::eq(c, Rc::as_ptr(&self.g))) {
-            panic::resume_unwind(Box::new(GreenletExit));
-        }
-        super::with(|hub| scheduler::throw_into(&hub.ready, &self.g));
     }
 
     /// Registers `f` to run with the greenlet's result as soon as it
@@ -527,10 +522,10 @@ pub enum Joined<T> {
 /// assert!(matches!(r[1], Joined::Pending(_)));
 /// ```
 pub fn joinall_timeout<T>(handles: Vec<JoinHandle<T>>, timeout: Duration) -> Vec<Joined<T>> {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_in(timeout);
     handles
         .into_iter()
-        .map(|h| match h.wait_until(Some(deadline)) {
+        .map(|h| match h.wait_until(deadline) {
             Ok(()) => Joined::Done(h.take()),
             Err(_) => Joined::Pending(h),
         })
@@ -565,15 +560,15 @@ pub fn killall<'a, T: 'a>(
     Ok(())
 }
 
-/// Raises [`GreenletExit`] in `g` through the hub without waiting (a kill
-/// by greenlet handle, for owners that keep no typed `JoinHandle`).
-/// Killing the current greenlet unwinds at once.
-pub(crate) fn kill_nowait(g: &Greenlet) {
-    if g.inner().is_dead() {
+/// Raises [`GreenletExit`] in `g` through the hub without waiting; killing
+/// the current greenlet unwinds at once. Shared by `JoinHandle` and by
+/// owners that keep no typed handle (`pool`).
+pub(crate) fn kill_nowait(g: &Rc<Inner>) {
+    if g.is_dead() {
         return;
     }
-    if greenlet::with_current(|c| std::ptr::eq(c, Rc::as_ptr(g.inner()))) {
+    if greenlet::current_ptr() == Rc::as_ptr(g) {
         panic::resume_unwind(Box::new(GreenletExit));
     }
-    super::with(|hub| scheduler::throw_into(&hub.ready, g.inner()));
+    super::with(|hub| scheduler::throw_into(&hub.ready, g));
 }

@@ -55,9 +55,15 @@ impl<T: AsFd> fmt::Debug for Watcher<T> {
     }
 }
 
-/// The instant `timeout` from now, if any.
+/// The instant `timeout` from now, if any (none if it is too far away to
+/// represent: such a timeout never passes).
 pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.map(|t| Instant::now() + t)
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// [`deadline`] for a timeout that is always given.
+pub(crate) fn deadline_in(timeout: Duration) -> Option<Instant> {
+    deadline(Some(timeout))
 }
 
 /// The error for a socket operation whose park ended without readiness: its

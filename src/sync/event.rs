@@ -5,9 +5,9 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::waiters::woke_error;
 use crate::error::Error;
-use crate::hub::scheduler::{WaitList, Woke};
+use crate::hub::scheduler::{WaitList, Woke, own_timeout};
+use crate::hub::watcher::deadline_in;
 
 /// A flag greenlets can wait for (gevent's `Event`, Python's
 /// `threading.Event`). Cheap to clone: clones share the flag.
@@ -84,10 +84,7 @@ impl Event {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if nothing could ever set it.
     pub fn wait(&self) -> Result<(), Error> {
-        match self.wait_deadline(None)? {
-            true => Ok(()),
-            false => Err(Error::TimedOut),
-        }
+        self.wait_deadline(None).map_err(Woke::error)
     }
 
     /// Waits up to `timeout`; tells whether the flag was set.
@@ -106,21 +103,14 @@ impl Event {
     /// assert_eq!(e.wait_timeout(Duration::from_millis(5)), Ok(true));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.wait_deadline(Some(Instant::now() + timeout))
+        own_timeout(self.wait_deadline(deadline_in(timeout))).map(|r| r.is_some())
     }
 
-    fn wait_deadline(&self, deadline: Option<Instant>) -> Result<bool, Error> {
+    fn wait_deadline(&self, deadline: Option<Instant>) -> Result<(), Woke> {
         let seen = self.inner.sets.get();
-        loop {
-            if self.is_set() || self.inner.sets.get() != seen {
-                return Ok(true);
-            }
-            match self.inner.waiters.wait(deadline) {
-                Woke::Ready => {}
-                Woke::Deadline => return Ok(false),
-                w => return Err(woke_error(w)),
-            }
-        }
+        self.inner
+            .waiters
+            .wait_until(deadline, || self.is_set() || self.inner.sets.get() != seen)
     }
 }
 
@@ -226,7 +216,7 @@ impl<T: Clone> AsyncResult<T> {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if nothing could ever set it.
     pub fn get(&self) -> Result<T, Error> {
-        self.get_deadline(None).map_err(woke_error)
+        self.get_deadline(None).map_err(Woke::error)
     }
 
     /// Like [`get`](Self::get), giving up after `timeout` with
@@ -235,8 +225,7 @@ impl<T: Clone> AsyncResult<T> {
     /// # Errors
     /// As for `get`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
-        self.get_deadline(Some(Instant::now() + timeout))
-            .map_err(woke_error)
+        self.get_deadline(deadline_in(timeout)).map_err(Woke::error)
     }
 
     /// Waits up to `timeout`; tells whether the value is there.
@@ -244,23 +233,15 @@ impl<T: Clone> AsyncResult<T> {
     /// # Errors
     /// As for `get`, except that this call's own timeout is `Ok(false)`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        match self.get_deadline(Some(Instant::now() + timeout)) {
-            Ok(_) => Ok(true),
-            Err(Woke::Deadline) => Ok(false),
-            Err(w) => Err(woke_error(w)),
-        }
+        own_timeout(self.get_deadline(deadline_in(timeout))).map(|r| r.is_some())
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, Woke> {
-        loop {
-            if let Some(v) = self.peek() {
-                return Ok(v);
-            }
-            match self.inner.waiters.wait(deadline) {
-                Woke::Ready => {}
-                w => return Err(w),
-            }
-        }
+        let value = &self.inner.value;
+        self.inner
+            .waiters
+            .wait_until(deadline, || value.borrow().is_some())?;
+        Ok(self.peek().expect("checked by wait_until"))
     }
 }
 

@@ -20,9 +20,10 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::waiters::{Handoff, woke_error};
+use super::waiters::Handoff;
 use crate::error::Error;
-use crate::hub::scheduler::{WaitList, Woke};
+use crate::hub::scheduler::{WaitList, Woke, own_timeout};
+use crate::hub::watcher::deadline_in;
 
 /// Where a queue keeps its items between `put` and `get`.
 pub(crate) trait Buffer<T>: Default {
@@ -218,7 +219,7 @@ impl<T, B: Buffer<T>> Core<T, B> {
             .offer(item, deadline)
             .map_err(|(item, woke)| PutError {
                 item,
-                error: woke_error(woke),
+                error: woke.error(),
             })
     }
 
@@ -271,18 +272,9 @@ impl<T, B: Buffer<T>> Core<T, B> {
     }
 
     fn join(&self, deadline: Option<Instant>) -> Result<(), Woke> {
-        while self.unfinished.get() > 0 {
-            match self.joiners.wait(deadline) {
-                Woke::Ready => {}
-                w => return Err(w),
-            }
-        }
-        Ok(())
+        self.joiners
+            .wait_until(deadline, || self.unfinished.get() == 0)
     }
-}
-
-fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now() + timeout)
 }
 
 macro_rules! queue_type {
@@ -329,7 +321,7 @@ macro_rules! queue_type {
             /// # Errors
             /// As for `put`.
             pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-                self.core.put(item, deadline(timeout))
+                self.core.put(item, deadline_in(timeout))
             }
 
             /// Puts `item` without waiting.
@@ -347,7 +339,7 @@ macro_rules! queue_type {
             /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout)
             /// expires; [`Error::Deadlock`] if no item can ever come.
             pub fn get(&self) -> Result<T, Error> {
-                self.core.get(None).map_err(woke_error)
+                self.core.get(None).map_err(Woke::error)
             }
 
             /// Like [`get`](Self::get), giving up after `timeout` with
@@ -356,7 +348,7 @@ macro_rules! queue_type {
             /// # Errors
             /// As for `get`.
             pub fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
-                self.core.get(deadline(timeout)).map_err(woke_error)
+                self.core.get(deadline_in(timeout)).map_err(Woke::error)
             }
 
             /// Takes the next item without waiting.
@@ -535,7 +527,7 @@ impl<T> JoinableQueue<T> {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if that can never happen.
     pub fn join(&self) -> Result<(), Error> {
-        self.core.join(None).map_err(woke_error)
+        self.core.join(None).map_err(Woke::error)
     }
 
     /// Like [`join`](Self::join), giving up after `timeout`; tells whether
@@ -544,11 +536,7 @@ impl<T> JoinableQueue<T> {
     /// # Errors
     /// As for `join`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        match self.core.join(deadline(timeout)) {
-            Ok(()) => Ok(true),
-            Err(Woke::Deadline) => Ok(false),
-            Err(w) => Err(woke_error(w)),
-        }
+        own_timeout(self.core.join(deadline_in(timeout))).map(|r| r.is_some())
     }
 }
 

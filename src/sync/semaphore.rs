@@ -11,10 +11,11 @@ use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::waiters::{Handoff, current_id, is_current, woke_error};
+use super::waiters::Handoff;
 use crate::error::Error;
-use crate::greenlet::Inner;
-use crate::hub::scheduler::Woke;
+use crate::greenlet::{Inner, current_ptr};
+use crate::hub::scheduler::{Woke, own_timeout};
+use crate::hub::watcher::deadline_in;
 
 /// A permit counter with FIFO handoff.
 struct Permits {
@@ -66,19 +67,6 @@ impl Permits {
     }
 }
 
-fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now() + timeout)
-}
-
-/// Maps a timed acquire: its own timeout is `Ok(false)`.
-fn timed(r: Result<(), Woke>) -> Result<bool, Error> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(Woke::Deadline) => Ok(false),
-        Err(w) => Err(woke_error(w)),
-    }
-}
-
 macro_rules! semaphore {
     ($(#[$doc:meta])* $name:ident, $bounded:expr) => {
         $(#[$doc])*
@@ -124,7 +112,7 @@ macro_rules! semaphore {
             /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout)
             /// expires; [`Error::Deadlock`] if nothing could ever release.
             pub fn acquire(&self) -> Result<(), Error> {
-                self.inner.acquire(None).map_err(woke_error)
+                self.inner.acquire(None).map_err(Woke::error)
             }
 
             /// Like [`acquire`](Self::acquire), giving up after `timeout`;
@@ -133,7 +121,7 @@ macro_rules! semaphore {
             /// # Errors
             /// As for `acquire`.
             pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-                timed(self.inner.acquire(deadline(timeout)))
+                own_timeout(self.inner.acquire(deadline_in(timeout))).map(|r| r.is_some())
             }
 
             /// Takes a permit and returns a guard that releases it on drop.
@@ -326,7 +314,7 @@ impl<T> Lock<T> {
     /// - [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// - [`Error::Deadlock`] if the holder can never release it.
     pub fn lock(&self) -> Result<LockGuard<'_, T>, Error> {
-        self.lock_deadline(None).map_err(woke_error_or)
+        self.lock_deadline(None).map_err(LockFail::error)
     }
 
     /// Like [`lock`](Self::lock), giving up after `timeout` with `Ok(None)`.
@@ -334,10 +322,10 @@ impl<T> Lock<T> {
     /// # Errors
     /// As for `lock`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<LockGuard<'_, T>>, Error> {
-        match self.lock_deadline(deadline(timeout)) {
+        match self.lock_deadline(deadline_in(timeout)) {
             Ok(g) => Ok(Some(g)),
-            Err(LockFail::Woke(Woke::Deadline)) => Ok(None),
-            Err(e) => Err(woke_error_or(e)),
+            Err(LockFail::Woke(w)) => own_timeout(Err(w)),
+            Err(e) => Err(e.error()),
         }
     }
 
@@ -347,7 +335,7 @@ impl<T> Lock<T> {
     }
 
     fn lock_deadline(&self, deadline: Option<Instant>) -> Result<LockGuard<'_, T>, LockFail> {
-        if is_current(self.inner.owner.get()) {
+        if self.inner.owner.get() == current_ptr() {
             return Err(LockFail::Reentry);
         }
         self.inner
@@ -358,7 +346,7 @@ impl<T> Lock<T> {
     }
 
     fn guard(&self) -> LockGuard<'_, T> {
-        self.inner.owner.set(current_id());
+        self.inner.owner.set(current_ptr());
         LockGuard {
             lock: &self.inner,
             value: Some(self.inner.value.borrow_mut()),
@@ -371,12 +359,14 @@ enum LockFail {
     Woke(Woke),
 }
 
-fn woke_error_or(f: LockFail) -> Error {
-    match f {
-        LockFail::Reentry => {
-            Error::Invalid("this greenlet already holds the Lock (an RLock can be re-entered)")
+impl LockFail {
+    fn error(self) -> Error {
+        match self {
+            LockFail::Reentry => {
+                Error::Invalid("this greenlet already holds the Lock (an RLock can be re-entered)")
+            }
+            LockFail::Woke(w) => w.error(),
         }
-        LockFail::Woke(w) => woke_error(w),
     }
 }
 
@@ -494,7 +484,7 @@ impl<T> RLock<T> {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if the holder can never release it.
     pub fn lock(&self) -> Result<RLockGuard<'_, T>, Error> {
-        self.lock_deadline(None).map_err(woke_error)
+        self.lock_deadline(None).map_err(Woke::error)
     }
 
     /// Like [`lock`](Self::lock), giving up after `timeout` with `Ok(None)`.
@@ -502,16 +492,12 @@ impl<T> RLock<T> {
     /// # Errors
     /// As for `lock`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<RLockGuard<'_, T>>, Error> {
-        match self.lock_deadline(deadline(timeout)) {
-            Ok(g) => Ok(Some(g)),
-            Err(Woke::Deadline) => Ok(None),
-            Err(w) => Err(woke_error(w)),
-        }
+        own_timeout(self.lock_deadline(deadline_in(timeout)))
     }
 
     /// Takes the lock if it is free or already ours, without waiting.
     pub fn try_lock(&self) -> Option<RLockGuard<'_, T>> {
-        if is_current(self.inner.owner.get()) || self.inner.permits.try_acquire() {
+        if self.is_mine() || self.inner.permits.try_acquire() {
             Some(self.enter())
         } else {
             None
@@ -519,14 +505,18 @@ impl<T> RLock<T> {
     }
 
     fn lock_deadline(&self, deadline: Option<Instant>) -> Result<RLockGuard<'_, T>, Woke> {
-        if !is_current(self.inner.owner.get()) {
+        if !self.is_mine() {
             self.inner.permits.acquire(deadline)?;
         }
         Ok(self.enter())
     }
 
+    fn is_mine(&self) -> bool {
+        self.inner.owner.get() == current_ptr()
+    }
+
     fn enter(&self) -> RLockGuard<'_, T> {
-        self.inner.owner.set(current_id());
+        self.inner.owner.set(current_ptr());
         self.inner.depth.set(self.inner.depth.get() + 1);
         RLockGuard { lock: &self.inner }
     }

@@ -19,8 +19,6 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::error::Error;
-use crate::greenlet::{self, Inner};
 use crate::hub::scheduler::{Token, Woke, park_with};
 
 struct Waiter<T> {
@@ -169,23 +167,5 @@ impl<T> Handoff<T> {
     /// Entries in the queue (stale ones included until they are skipped).
     pub(crate) fn len(&self) -> usize {
         self.queue.borrow().len()
-    }
-}
-
-/// Whether the current greenlet is `g`.
-pub(crate) fn is_current(g: *const Inner) -> bool {
-    greenlet::with_current(|c| std::ptr::eq(c, g))
-}
-
-/// The current greenlet's identity (for lock owners).
-pub(crate) fn current_id() -> *const Inner {
-    greenlet::with_current(|c| c as *const Inner)
-}
-
-/// The error for a park that ended without the exchange.
-pub(crate) fn woke_error(woke: Woke) -> Error {
-    match woke {
-        Woke::Deadlock => Error::Deadlock,
-        Woke::Ready | Woke::Deadline | Woke::TimedOut => Error::TimedOut,
     }
 }
