@@ -19,6 +19,9 @@
 //! - [`threadpool`]: `spawn_blocking` for truly blocking calls;
 //!   [`HubHandle`] to hand closures to a hub from other threads.
 //! - [`local`]: greenlet-local storage.
+//! - `monkey` (cargo feature `monkey`): `monkey::patch_all()` makes
+//!   blocking std and third-party code (std sockets, `thread::sleep`, name
+//!   lookups) yield cooperatively inside greenlets, like gevent's.
 //! - [`Generator`]: Python-style generators on the same stacks.
 //!
 //! One hub per OS thread, created on first use. Everything is `!Send`; the
@@ -62,6 +65,8 @@ pub use generator::stages;
 mod greenlet;
 mod hub;
 pub mod local;
+#[cfg(feature = "monkey")]
+pub mod monkey;
 pub mod net;
 pub mod pool;
 mod stack;

@@ -137,3 +137,17 @@ fn sleep_zero_yields() {
     sleep(Duration::ZERO).unwrap();
     assert!(h.is_ready());
 }
+
+#[test]
+fn huge_durations_do_not_overflow() {
+    // Instant + Duration::MAX would panic; such a deadline never passes.
+    let never = Timeout::start(Duration::MAX);
+    let t = Timeout::start(Duration::from_millis(5));
+    assert_eq!(sleep(Duration::MAX), Err(Error::TimedOut));
+    assert!(t.fired());
+    assert!(!never.fired());
+    drop(t);
+    let late = greenhouse::spawn_later(Duration::MAX, || ());
+    assert!(!late.is_ready());
+    late.kill().unwrap();
+}

@@ -64,6 +64,10 @@ pub(crate) struct Inner {
     /// Greenlet-local values (the public `local` module), by key; dropped when the
     /// greenlet ends.
     pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
+    /// A kill that could not unwind where it landed (inside a patched libc
+    /// call, whose C frames must not be unwound): raised at the next park,
+    /// or reported as the greenlet's result if it returns first.
+    pub(crate) deferred_exit: Cell<bool>,
 }
 
 impl Inner {
@@ -89,6 +93,7 @@ impl Inner {
             park_gen: Cell::new(0),
             deadlines: RefCell::new(Vec::new()),
             locals: RefCell::new(Vec::new()),
+            deferred_exit: Cell::new(false),
         }
     }
 
@@ -345,6 +350,16 @@ pub(crate) fn main_ptr() -> *const Inner {
         return p;
     }
     CTX.with(|c| c.main)
+}
+
+/// Whether the code running now may park: a scheduler is installed on this
+/// thread and the trampoline itself is not running. Reads only constant
+/// thread-locals without destructors, so it is safe at any time: before
+/// `main`, on threads that never used greenhouse, and during thread exit.
+#[cfg(feature = "monkey")]
+#[inline]
+pub(crate) fn may_park() -> bool {
+    SCHED.with(|s| s.get().is_some()) && !IN_SCHEDULER.with(Cell::get)
 }
 
 pub(crate) fn in_scheduler() -> bool {

@@ -20,6 +20,8 @@ use std::rc::Rc;
 
 use corosensei::{Coroutine, Yielder};
 
+#[cfg(feature = "monkey")]
+pub(crate) use inner::may_park;
 pub(crate) use inner::{
     Inner, State, current_is_spawned, current_ptr, current_rc, in_scheduler, install_scheduler,
     main_rc, next_id, tearing_down, with_current,

@@ -6,7 +6,7 @@
 //! guaranteed to come, and no `epoll_ctl` is needed per wait (a oneshot
 //! registration costs one re-arm system call per park). A readiness check
 //! that did not try an operation first ([`Reactor::is_ready`]) asks the
-//! kernel with `poll(2)` before parking. This is the only module that calls
+//! kernel with `ppoll(2)` before parking. This is the only module that calls
 //! `Poller::add`/`delete`.
 //!
 //! # Invariant
@@ -16,6 +16,7 @@
 //! `Drop` before the fd is closed.
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
@@ -48,6 +49,9 @@ pub(crate) struct Reactor {
     free: RefCell<Vec<usize>>,
     /// Greenlets inside [`Reactor::wait`] right now.
     waiting: Cell<usize>,
+    /// Fds owned by other code, registered only while somebody waits on
+    /// them ([`Reactor::wait_borrowed`]), with the number of such waiters.
+    borrowed: RefCell<HashMap<RawFd, (Rc<Source>, usize)>>,
 }
 
 impl Reactor {
@@ -58,6 +62,7 @@ impl Reactor {
             sources: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             waiting: Cell::new(0),
+            borrowed: RefCell::new(HashMap::new()),
         }
     }
 
@@ -122,10 +127,16 @@ impl Reactor {
             events,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, zero timeout; the fd is open (module
-        // invariant). Errors and hang-ups count as ready: the next
-        // operation will report them.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout, no signal mask; the fd
+        // is open (module invariant). Errors and hang-ups count as ready:
+        // the next operation will report them. `ppoll`, not `poll`: the
+        // `monkey` feature interposes `poll`, and the runtime's own calls
+        // must not go through its hooks.
+        let n = unsafe { libc::ppoll(&mut pfd, 1, &zero, std::ptr::null()) };
         n > 0 && pfd.revents != 0
     }
 
@@ -148,6 +159,65 @@ impl Reactor {
             Interest::Write => &src.writers,
         };
         list.wait(deadline)
+    }
+
+    /// Parks the current greenlet until `fd`, which other code owns, is
+    /// ready for `interest` (see [`wait`](Self::wait)). The fd is added to
+    /// the poller for the duration of the wait only, shared by every
+    /// greenlet waiting on it at the time, and removed when the last of
+    /// them stops waiting, on every path. The caller must have just seen
+    /// the fd not ready (`EAGAIN`, or `poll` finding nothing): adding it
+    /// reports the current state, so no edge is lost in between.
+    ///
+    /// # Errors
+    /// If the poller refuses the fd (a regular file, or an fd a
+    /// [`Watcher`](super::Watcher) registered already).
+    ///
+    /// # Contract
+    /// `fd` stays open until this returns (the monkey hooks: the libc
+    /// caller passed it to the call they are inside).
+    #[cfg(feature = "monkey")]
+    pub(crate) fn wait_borrowed(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        deadline: Option<Instant>,
+    ) -> io::Result<Woke> {
+        let src = {
+            let mut b = self.borrowed.borrow_mut();
+            match b.get_mut(&fd) {
+                Some((src, n)) => {
+                    *n += 1;
+                    src.clone()
+                }
+                None => {
+                    // SAFETY: the caller keeps `fd` open until we return
+                    // (contract above), and the guard below deregisters it
+                    // before then.
+                    let src = self.register(unsafe { BorrowedFd::borrow_raw(fd) })?;
+                    b.insert(fd, (src.clone(), 1));
+                    src
+                }
+            }
+        };
+        struct Release<'a>(&'a Reactor, RawFd);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                let mut b = self.0.borrowed.borrow_mut();
+                let last = b.get_mut(&self.1).is_some_and(|(_, n)| {
+                    *n -= 1;
+                    *n == 0
+                });
+                if last {
+                    if let Some((src, _)) = b.remove(&self.1) {
+                        drop(b);
+                        self.0.deregister(&src);
+                    }
+                }
+            }
+        }
+        let _release = Release(self, fd);
+        Ok(self.wait(&src, interest, deadline))
     }
 
     /// Waits for IO events (up to `timeout`) and makes their waiters ready.
@@ -204,6 +274,7 @@ impl Reactor {
 
     /// Drops every source's waiters (thread teardown).
     pub(crate) fn clear(&self) {
+        self.borrowed.borrow_mut().clear();
         let all = std::mem::take(&mut *self.sources.borrow_mut());
         drop(all);
     }

@@ -147,6 +147,7 @@ pub(crate) fn park_with(deadline: Option<Instant>, register: impl FnOnce(Token))
 
 fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(Token)) -> Woke {
     let cur = greenlet::current_rc();
+    raise_deferred_exit(&cur);
     let generation = cur.park_gen.get() + 1;
     cur.park_gen.set(generation);
     let scope = super::timeout::scope_deadline(&cur);
@@ -200,10 +201,20 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
     }
 }
 
+/// Raises `GreenletExit` now for a kill that landed where it could not
+/// unwind (see `Inner::deferred_exit`).
+#[inline]
+fn raise_deferred_exit(cur: &Inner) {
+    if cur.deferred_exit.replace(false) {
+        panic::resume_unwind(Box::new(GreenletExit));
+    }
+}
+
 /// Puts the current greenlet at the back of the ready queue and runs every
 /// greenlet queued before it (gevent's `sleep(0)`).
 pub(crate) fn yield_now() {
     let cur = greenlet::current_rc();
+    raise_deferred_exit(&cur);
     cur.park_gen.set(cur.park_gen.get() + 1);
     cur.state.set(State::Ready);
     cur.put_msg(Msg::Wake(Wake::Ready));

@@ -87,7 +87,7 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        spawn_at(self, Some(Instant::now() + delay), f)
+        spawn_at(self, Some(super::watcher::saturating_deadline(delay)), f)
     }
 }
 
@@ -181,6 +181,11 @@ where
             Err(Error::Killed)
         } else {
             match panic::catch_unwind(AssertUnwindSafe(f)) {
+                // Killed inside a patched libc call, and returned before
+                // the kill could be raised: it still ends as killed.
+                Ok(_) if greenlet::with_current(|c| c.deferred_exit.replace(false)) => {
+                    Err(Error::Killed)
+                }
                 Ok(v) => Ok(v),
                 Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
                 Err(p) => Err(Error::Panicked {

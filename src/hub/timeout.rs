@@ -35,7 +35,7 @@ pub fn sleep(duration: Duration) -> Result<(), Error> {
         yield_now();
         return Ok(());
     }
-    sleep_until(Instant::now() + duration)
+    sleep_until(super::watcher::saturating_deadline(duration))
 }
 
 /// Suspends the current greenlet until `deadline` (yields if it has passed).
@@ -137,7 +137,7 @@ impl fmt::Debug for Timeout {
 impl Timeout {
     /// Arms a timeout of `duration` for the current greenlet.
     pub fn start(duration: Duration) -> Timeout {
-        Timeout::start_at(Instant::now() + duration)
+        Timeout::start_at(super::watcher::saturating_deadline(duration))
     }
 
     /// Arms a timeout expiring at `deadline` for the current greenlet.

@@ -61,6 +61,14 @@ pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
+/// The instant `d` from now, or about a century from now if that is not
+/// representable (a delay that long never passes in practice).
+pub(crate) fn saturating_deadline(d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(d.min(CENTURY)).unwrap_or(now)
+}
+
 /// [`deadline`] for a timeout that is always given.
 pub(crate) fn deadline_in(timeout: Duration) -> Option<Instant> {
     deadline(Some(timeout))

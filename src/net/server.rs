@@ -230,7 +230,7 @@ impl StreamServer {
         drop(sh.listener.borrow_mut().take());
         crate::hub::with(|hub| sh.finished.wake_all(&hub.ready));
         if let Some(t) = timeout {
-            let deadline = Instant::now() + t;
+            let deadline = crate::hub::watcher::saturating_deadline(t);
             while sh.live.get() > 0 && Instant::now() < deadline {
                 if sh.conn_ended.wait(Some(deadline)) == Woke::TimedOut {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));

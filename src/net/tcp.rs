@@ -197,7 +197,11 @@ impl TcpStream {
                 "cannot set a 0 duration timeout",
             ));
         }
-        TcpStream::connect_one(addr, Some(Instant::now() + timeout)).map_err(|e| {
+        TcpStream::connect_one(
+            addr,
+            Some(crate::hub::watcher::saturating_deadline(timeout)),
+        )
+        .map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
                 io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
             } else {

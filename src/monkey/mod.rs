@@ -1,0 +1,293 @@
+//! Monkey patching (gevent's `monkey.patch_all()`): after
+//! [`patch_all`], blocking libc calls made by unmodified code — std's
+//! `TcpStream`, `UdpSocket`, `UnixStream`, `thread::sleep`, `ToSocketAddrs`,
+//! third-party crates built on them, C code linked into the binary — park
+//! only the calling greenlet instead of the whole thread.
+//!
+//! Needs the `monkey` cargo feature.
+//!
+//! # How
+//!
+//! The binary itself defines the libc functions that blocking code reaches
+//! (`recv`, `send`, `read`, `write`, `accept4`, `connect`, `poll`,
+//! `clock_nanosleep`, `getaddrinfo`, … — see `ARCHITECTURE.md` for the full
+//! list). A definition in the executable wins over libc's for every call the
+//! executable makes, so std's calls land in these hooks. Each hook asks one
+//! cheap question: *is this a greenlet on a thread with a hub, after
+//! `patch_all`?* If not, it calls libc's own function (found with
+//! `dlsym(RTLD_NEXT, …)`) with the same arguments, and nothing else
+//! happens. If so:
+//!
+//! - a socket call is tried non-blocking (`MSG_DONTWAIT`); if it would
+//!   block, the greenlet parks on the hub's reactor until the fd is ready,
+//!   then tries again. `SO_RCVTIMEO`/`SO_SNDTIMEO` are honoured (the call
+//!   then fails with `EAGAIN`, as it would unpatched), a blocking `send`
+//!   still sends everything, and `MSG_WAITALL` still waits for all of it;
+//! - `poll` with a timeout parks until one of its fds is ready;
+//! - the sleeps park on a timer;
+//! - `getaddrinfo` for a host name runs on the
+//!   [thread pool](crate::threadpool) while the greenlet parks.
+//!
+//! Untouched, exactly as unpatched: calls outside greenlets (plain threads,
+//! before `patch_all`, inside the hub's own loop), regular files, pipes and
+//! other non-socket fds, and sockets the code made non-blocking itself.
+//!
+//! # Timeout and kill
+//!
+//! A [`Timeout`](crate::Timeout) that expires during a patched call makes
+//! it fail with `ETIMEDOUT` (`io::ErrorKind::TimedOut`); a sleep returns
+//! early instead, since it has no way to report an error.
+//!
+//! A kill cannot unwind through libc's caller: C frames, and Rust's calls
+//! to `extern "C"` functions, must not be unwound. So the patched call the
+//! greenlet is blocked in fails with `ECANCELED` (a sleep returns early),
+//! and [`GreenletExit`](crate::GreenletExit) is raised at the greenlet's
+//! next greenhouse blocking call; if the greenlet returns first, its join
+//! still reports [`Error::Killed`](crate::Error::Killed). Code that
+//! propagates IO errors (`?`) therefore ends at once. Code that ignores
+//! the error and keeps calling patched functions keeps running, like a
+//! gevent greenlet that catches `GreenletExit`: a `loop` of
+//! `std::thread::sleep` cannot be killed (use `greenhouse::sleep` there).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::{TcpListener, TcpStream};
+//! use std::time::Duration;
+//!
+//! greenhouse::monkey::patch_all();
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! // A plain std server in a greenlet.
+//! let server = greenhouse::spawn(move || -> std::io::Result<()> {
+//!     let (mut conn, _) = listener.accept()?;
+//!     conn.write_all(b"hello")
+//! });
+//! let mut client = TcpStream::connect(addr)?;
+//! client.set_read_timeout(Some(Duration::from_secs(5)))?;
+//! // This blocking read parks main while the server greenlet runs.
+//! // Unpatched it would block the thread, the server would never run,
+//! // and the read would time out.
+//! let mut buf = [0u8; 5];
+//! client.read_exact(&mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! server.join().unwrap()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod dns;
+mod poll;
+mod real;
+mod sleep;
+mod socket;
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use libc::c_int;
+
+use crate::greenlet::{self, GreenletExit};
+use crate::hub::{self, Interest, scheduler::Woke};
+
+static PATCHED: AtomicBool = AtomicBool::new(false);
+
+/// Makes blocking libc calls cooperative inside greenlets, process-wide.
+///
+/// After this, on every thread that has a hub, a std or third-party call
+/// that would block parks only the calling greenlet (main included) and
+/// lets the hub run others. Threads without a hub, and calls outside
+/// greenlets, keep plain blocking behaviour. Calling it again does nothing.
+///
+/// It also makes sure the hooks are linked into the binary: a library
+/// whose symbols nobody references would be dropped by the linker.
+///
+/// # Examples
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc, time::Duration};
+///
+/// greenhouse::monkey::patch_all();
+/// let (asleep, most) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+/// let sleepers: Vec<_> = (0..100)
+///     .map(|_| {
+///         let (asleep, most) = (asleep.clone(), most.clone());
+///         greenhouse::spawn(move || {
+///             asleep.set(asleep.get() + 1);
+///             most.set(most.get().max(asleep.get()));
+///             std::thread::sleep(Duration::from_millis(50)); // plain std
+///             asleep.set(asleep.get() - 1);
+///         })
+///     })
+///     .collect();
+/// greenhouse::joinall(sleepers);
+/// // All 100 were asleep at once, on one thread.
+/// assert_eq!(most.get(), 100);
+/// ```
+pub fn patch_all() {
+    socket::keep();
+    poll::keep();
+    sleep::keep();
+    dns::keep();
+    PATCHED.store(true, Ordering::SeqCst);
+}
+
+/// Turns patching off again: from now on every hooked call behaves as
+/// unpatched (calls already parked finish cooperatively). Useful to compare
+/// both behaviours in one process.
+pub fn unpatch_all() {
+    PATCHED.store(false, Ordering::SeqCst);
+}
+
+/// Whether [`patch_all`] is in effect.
+pub fn is_patched() -> bool {
+    PATCHED.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// Patched calls on this thread that parked (see [`parked_calls`]).
+    static PARKED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many patched libc calls have parked a greenlet on this thread so
+/// far: a way to check that code really yields (and, on a plain thread,
+/// that nothing was touched: it stays 0).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// greenhouse::monkey::patch_all();
+/// let before = greenhouse::monkey::parked_calls();
+/// greenhouse::spawn(|| std::thread::sleep(Duration::from_millis(1))).join().unwrap();
+/// assert_eq!(greenhouse::monkey::parked_calls(), before + 1);
+/// ```
+pub fn parked_calls() -> u64 {
+    PARKED.with(Cell::get)
+}
+
+fn count_park() {
+    PARKED.with(|p| p.set(p.get() + 1));
+}
+
+/// The hooks' one question: patched, and running in a greenlet on a thread
+/// with a hub (not inside the hub's own loop)? Two thread-local reads with
+/// no initialisation, so it is safe before `main` and during thread exit.
+#[inline]
+fn cooperative() -> bool {
+    PATCHED.load(Ordering::Relaxed) && greenlet::may_park()
+}
+
+/// How a cooperative wait inside a hook ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waited {
+    /// The fd is ready, or the sleep is over.
+    Ready,
+    /// The call's own deadline (`SO_RCVTIMEO`, `poll`'s timeout) passed.
+    Deadline,
+    /// An armed `Timeout` scope expired.
+    TimedOut,
+    /// The greenlet was killed; the exit is deferred (see the module docs).
+    Killed,
+    /// Nothing could ever wake the greenlet.
+    Deadlock,
+    /// The wait is impossible here (the poller refused the fd): the hook
+    /// falls back to blocking the thread, as unpatched.
+    Unsupported,
+}
+
+impl From<Woke> for Waited {
+    fn from(w: Woke) -> Waited {
+        match w {
+            Woke::Ready => Waited::Ready,
+            Woke::Deadline => Waited::Deadline,
+            Woke::TimedOut => Waited::TimedOut,
+            Woke::Deadlock => Waited::Deadlock,
+        }
+    }
+}
+
+/// Runs a parking operation inside a hook. A kill's unwind stops here (it
+/// must not cross into libc's caller): it is recorded as the greenlet's
+/// deferred exit, and the hook reports `ECANCELED`. A deferred exit from an
+/// earlier call does not stop this park: it waits for the greenlet's next
+/// greenhouse call (see the module docs).
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
+    let pending = greenlet::with_current(|c| c.deferred_exit.replace(false));
+    let r = match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Ok(v),
+        Err(p) if p.is::<GreenletExit>() => Err(Waited::Killed),
+        Err(_) => {
+            // Parking raises nothing else; unwinding further is not allowed.
+            eprintln!("greenhouse: unexpected panic inside a patched libc call; aborting");
+            std::process::abort()
+        }
+    };
+    if pending || r.is_err() {
+        greenlet::with_current(|c| c.deferred_exit.set(true));
+    }
+    r
+}
+
+/// Parks until `fd` is ready for `interest` or `deadline` passes.
+fn wait_fd(fd: RawFd, interest: Interest, deadline: Option<Instant>) -> Waited {
+    count_park();
+    guarded(
+        || match hub::try_with(|h| h.reactor.wait_borrowed(fd, interest, deadline)) {
+            Some(Ok(w)) => Waited::from(w),
+            Some(Err(_)) | None => Waited::Unsupported,
+        },
+    )
+    .unwrap_or_else(|w| w)
+}
+
+/// Parks until `deadline` (`None`: until killed or timed out).
+fn sleep_until(deadline: Option<Instant>) -> Waited {
+    if hub::try_with(|_| ()).is_none() {
+        return Waited::Unsupported; // thread exit: the hub is gone
+    }
+    count_park();
+    guarded(|| {
+        loop {
+            match hub::scheduler::park(deadline) {
+                Woke::Ready
+                    if deadline.is_some_and(|d| Instant::now() < d) || deadline.is_none() => {}
+                Woke::Ready | Woke::Deadline => return Waited::Ready,
+                w => return Waited::from(w),
+            }
+        }
+    })
+    .unwrap_or_else(|w| w)
+}
+
+/// The errno a failed cooperative wait reports; `None` for a ready one.
+fn wait_errno(w: Waited) -> Option<c_int> {
+    match w {
+        Waited::Ready | Waited::Unsupported => None,
+        Waited::Deadline => Some(libc::EAGAIN),
+        Waited::TimedOut => Some(libc::ETIMEDOUT),
+        Waited::Killed => Some(libc::ECANCELED),
+        Waited::Deadlock => Some(libc::EDEADLK),
+    }
+}
+
+fn errno() -> c_int {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: `__errno_location` returns this thread's errno slot, valid
+    // for the thread's lifetime.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Keeps a hook in the binary (see [`patch_all`]).
+fn keep_symbol(f: *const ()) {
+    black_box(f);
+}

@@ -1,0 +1,192 @@
+//! The `poll` hook (std's `connect_timeout` uses it, as do C clients).
+//!
+//! A `poll` with a timeout first asks libc's `poll` without waiting. If
+//! nothing is ready, the greenlet parks on the reactor: on the one fd
+//! itself when it waits for reading or for writing, otherwise on a private
+//! epoll set holding every fd (an epoll fd is itself pollable). After any
+//! wake-up libc's `poll` is asked again, so the result — counts, `revents`,
+//! errno — is always libc's own.
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use libc::{c_int, nfds_t, pollfd, size_t};
+
+use super::{Waited, cooperative, errno, real, set_errno, wait_errno, wait_fd};
+use crate::hub::Interest;
+use crate::hub::watcher::deadline;
+
+pub(super) fn keep() {
+    super::keep_symbol(poll as *const ());
+    super::keep_symbol(__poll_chk as *const ());
+}
+
+const READ_EVENTS: i16 = libc::POLLIN | libc::POLLRDNORM | libc::POLLRDHUP;
+const WRITE_EVENTS: i16 = libc::POLLOUT | libc::POLLWRNORM;
+
+/// What a parked `poll` waits on.
+enum Target {
+    /// One fd, for reading or for writing.
+    One(RawFd, Interest),
+    /// A private epoll fd holding all of them (closed on drop).
+    Set(RawFd),
+    /// No fds at all: `poll` is a sleep.
+    Nothing,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Target::Set(ep) = *self {
+            // SAFETY: `ep` is the epoll fd this value created and owns.
+            unsafe { libc::close(ep) };
+        }
+    }
+}
+
+/// Chooses what to wait on; `None` if the fds cannot be watched (then the
+/// hook lets libc's `poll` block, as unpatched).
+fn target(fds: &[pollfd]) -> Option<Target> {
+    let live: Vec<&pollfd> = fds.iter().filter(|p| p.fd >= 0).collect();
+    if live.is_empty() {
+        return Some(Target::Nothing);
+    }
+    if let [p] = live[..] {
+        if p.events != 0 && p.events & !READ_EVENTS == 0 {
+            return Some(Target::One(p.fd, Interest::Read));
+        }
+        if p.events != 0 && p.events & !WRITE_EVENTS == 0 {
+            return Some(Target::One(p.fd, Interest::Write));
+        }
+    }
+    // SAFETY: plain system call; the result is checked.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return None;
+    }
+    let set = Target::Set(ep);
+    // The same fd may appear twice: watch the union of its events.
+    let mut merged: Vec<(RawFd, u32)> = Vec::with_capacity(live.len());
+    for p in live {
+        // The POLL* and EPOLL* bits have the same values on Linux.
+        let ev = p.events as u16 as u32;
+        match merged.iter_mut().find(|(fd, _)| *fd == p.fd) {
+            Some((_, e)) => *e |= ev,
+            None => merged.push((p.fd, ev)),
+        }
+    }
+    for (fd, events) in merged {
+        let mut ev = libc::epoll_event {
+            events,
+            u64: fd as u64,
+        };
+        // SAFETY: `ev` is valid for the call; `ep` is our epoll fd.
+        let r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &raw mut ev) };
+        // A regular file cannot be watched (EPERM), but it never blocks
+        // either: libc's `poll` reports it. Anything else: give up.
+        if r != 0 && errno() != libc::EPERM {
+            return None;
+        }
+    }
+    Some(set)
+}
+
+/// libc's `poll` without waiting.
+///
+/// # Safety
+/// libc's contract for `poll`.
+unsafe fn probe(fds: *mut pollfd, nfds: nfds_t) -> c_int {
+    // SAFETY: the caller's arguments, with a zero timeout.
+    unsafe { real::poll(fds, nfds, 0) }
+}
+
+/// Hooked `poll(2)`.
+///
+/// # Safety
+/// libc's contract for `poll`.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
+    if timeout == 0 || !cooperative() {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { real::poll(fds, nfds, timeout) };
+    }
+    let saved = errno();
+    // SAFETY: the caller's arguments.
+    let r = unsafe { probe(fds, nfds) };
+    if r != 0 {
+        return r;
+    }
+    let until = if timeout < 0 {
+        None
+    } else {
+        deadline(Some(Duration::from_millis(timeout as u64)))
+    };
+    let all: &[pollfd] = if nfds == 0 || fds.is_null() {
+        &[]
+    } else {
+        // SAFETY: `nfds` valid entries (libc's contract); only read here.
+        unsafe { std::slice::from_raw_parts(fds, nfds as usize) }
+    };
+    let Some(target) = target(all) else {
+        set_errno(saved);
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { real::poll(fds, nfds, timeout) };
+    };
+    loop {
+        let w = match target {
+            Target::One(fd, interest) => wait_fd(fd, interest, until),
+            Target::Set(ep) => wait_fd(ep, Interest::Read, until),
+            Target::Nothing => super::sleep_until(until),
+        };
+        match w {
+            Waited::Ready | Waited::Deadline => {
+                // SAFETY: the caller's arguments.
+                let r = unsafe { probe(fds, nfds) };
+                let timed_out = w == Waited::Deadline
+                    || matches!(target, Target::Nothing)
+                    || until.is_some_and(|d| Instant::now() >= d);
+                if r != 0 || timed_out {
+                    if r >= 0 {
+                        set_errno(saved);
+                    }
+                    return r;
+                }
+            }
+            Waited::Unsupported | Waited::Deadlock => {
+                // Cannot wait cooperatively: block for the time left.
+                let ms = match until {
+                    None => -1,
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now()).as_millis();
+                        c_int::try_from(left).unwrap_or(c_int::MAX)
+                    }
+                };
+                set_errno(saved);
+                // SAFETY: the caller's arguments, with the time left.
+                return unsafe { real::poll(fds, nfds, ms) };
+            }
+            Waited::TimedOut | Waited::Killed => {
+                set_errno(wait_errno(w).unwrap_or(libc::EINTR));
+                return -1;
+            }
+        }
+    }
+}
+
+/// Hooked `__poll_chk` (`poll` under `_FORTIFY_SOURCE`).
+///
+/// # Safety
+/// libc's contract for `__poll_chk`.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __poll_chk(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: c_int,
+    fdslen: size_t,
+) -> c_int {
+    if (fdslen / size_of::<pollfd>()) < nfds as usize {
+        // SAFETY: libc's check reports the overflow (and aborts).
+        return unsafe { real::__poll_chk(fds, nfds, timeout, fdslen) };
+    }
+    // SAFETY: checked as libc would; the rest is `poll`'s contract.
+    unsafe { poll(fds, nfds, timeout) }
+}

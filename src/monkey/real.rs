@@ -1,0 +1,96 @@
+//! The real libc functions behind the hooks, found once with
+//! `dlsym(RTLD_NEXT, name)`: the next definition after this executable's
+//! own, which is libc's. Calling these never re-enters a hook.
+//!
+//! If a symbol cannot be found (a statically linked binary has no dynamic
+//! libc to find it in), the call fails with `ENOSYS` instead of crashing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{
+    addrinfo, c_char, c_int, c_uint, c_void, clockid_t, iovec, msghdr, nfds_t, pollfd, size_t,
+    sockaddr, socklen_t, ssize_t, timespec,
+};
+
+/// The address of libc's `name` (NUL-terminated), cached in `slot`.
+fn lookup(slot: &AtomicUsize, name: &'static [u8]) -> usize {
+    let a = slot.load(Ordering::Relaxed);
+    if a != 0 {
+        return a;
+    }
+    // SAFETY: `name` is a NUL-terminated C string (every caller passes a
+    // literal ending in `\0`); `dlsym` has no other precondition.
+    let a = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) } as usize;
+    // Racing threads store the same value.
+    slot.store(a, Ordering::Relaxed);
+    a
+}
+
+/// Declares `fn name(args) -> ret` forwarding to libc's `name`; `missing`
+/// is returned (with `errno = ENOSYS`) if libc has no such symbol.
+macro_rules! real {
+    ($( fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $missing:expr; )*) => {
+        $(
+            /// Calls libc's own function of this name.
+            ///
+            /// # Safety
+            /// Exactly libc's contract for this function.
+            #[inline]
+            pub(super) unsafe fn $name($($arg: $ty),*) -> $ret {
+                static SLOT: AtomicUsize = AtomicUsize::new(0);
+                let a = lookup(&SLOT, concat!(stringify!($name), "\0").as_bytes());
+                if a == 0 {
+                    super::set_errno(libc::ENOSYS);
+                    return $missing;
+                }
+                // SAFETY: `a` is libc's definition of this symbol, and the
+                // signature above is its C prototype.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(a) };
+                // SAFETY: the caller upholds libc's contract.
+                unsafe { f($($arg),*) }
+            }
+        )*
+    };
+}
+
+real! {
+    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t = -1;
+    fn recvfrom(
+        fd: c_int, buf: *mut c_void, len: size_t, flags: c_int,
+        addr: *mut sockaddr, addrlen: *mut socklen_t,
+    ) -> ssize_t = -1;
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = -1;
+    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t = -1;
+    fn sendto(
+        fd: c_int, buf: *const c_void, len: size_t, flags: c_int,
+        addr: *const sockaddr, addrlen: socklen_t,
+    ) -> ssize_t = -1;
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = -1;
+    fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t = -1;
+    fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t = -1;
+    fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = -1;
+    fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = -1;
+    fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int = -1;
+    fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int = -1;
+    fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int = -1;
+    fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int = -1;
+    fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int = -1;
+    fn clock_nanosleep(
+        clock: clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec,
+    ) -> c_int = libc::ENOSYS;
+    fn usleep(usec: c_uint) -> c_int = -1;
+    fn sleep(secs: c_uint) -> c_uint = secs;
+    fn getaddrinfo(
+        node: *const c_char, service: *const c_char, hints: *const addrinfo,
+        res: *mut *mut addrinfo,
+    ) -> c_int = libc::EAI_SYSTEM;
+    fn __recv_chk(
+        fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int,
+    ) -> ssize_t = -1;
+    fn __recvfrom_chk(
+        fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int,
+        addr: *mut sockaddr, addrlen: *mut socklen_t,
+    ) -> ssize_t = -1;
+    fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t = -1;
+    fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int = -1;
+}

@@ -1,0 +1,162 @@
+//! Sleep hooks: `nanosleep`, `clock_nanosleep` (std's `thread::sleep`),
+//! `usleep` and `sleep`. Inside a greenlet they park on a hub timer.
+//!
+//! An expired [`Timeout`](crate::Timeout) or a kill ends the sleep early
+//! and the call reports success (the scope records that it fired; the kill
+//! is raised at the next park). Reporting `EINTR` instead would make
+//! callers such as std's `thread::sleep` retry the remaining time forever.
+//! Invalid arguments and clocks other than the real-time, monotonic and
+//! boot-time clocks go to libc, which reports them as it always does.
+
+use std::time::{Duration, Instant};
+
+use libc::{c_int, c_uint, clockid_t, timespec};
+
+use super::{Waited, cooperative, errno, real, set_errno};
+
+pub(super) fn keep() {
+    for f in [
+        nanosleep as *const (),
+        clock_nanosleep as *const (),
+        usleep as *const (),
+        sleep as *const (),
+    ] {
+        super::keep_symbol(f);
+    }
+}
+
+/// A valid `timespec` as a duration (`None`: let libc report the error).
+///
+/// # Safety
+/// `t` is null or points at a readable `timespec`.
+unsafe fn duration(t: *const timespec) -> Option<Duration> {
+    if t.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and readable (caller).
+    let t = unsafe { *t };
+    if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
+        return None;
+    }
+    Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+}
+
+/// Sleeps `d` cooperatively; false if that is impossible here (nothing
+/// else could ever run: the caller then sleeps in libc, as unpatched).
+fn park_for(d: Duration) -> bool {
+    if d.is_zero() {
+        // A kill raised by the yield is deferred like any other.
+        let _ = super::guarded(crate::hub::scheduler::yield_now);
+        return true;
+    }
+    let until = Instant::now().checked_add(d);
+    !matches!(
+        super::sleep_until(until),
+        Waited::Deadlock | Waited::Unsupported
+    )
+}
+
+/// Hooked `nanosleep(2)`.
+///
+/// # Safety
+/// libc's contract for `nanosleep`.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
+    if cooperative() {
+        // SAFETY: `req` is null or readable (libc's contract).
+        if let Some(d) = unsafe { duration(req) } {
+            let saved = errno();
+            if park_for(d) {
+                set_errno(saved);
+                return 0;
+            }
+        }
+    }
+    // SAFETY: the caller's arguments, unchanged.
+    unsafe { real::nanosleep(req, rem) }
+}
+
+/// The time left until `t` on `clock`, for `TIMER_ABSTIME` sleeps.
+fn until_absolute(clock: clockid_t, t: Duration) -> Option<Duration> {
+    let mut now = timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is valid for writes.
+    if unsafe { libc::clock_gettime(clock, &raw mut now) } != 0 {
+        return None;
+    }
+    // SAFETY: a valid, readable timespec.
+    let now = unsafe { duration(&raw const now) }?;
+    Some(t.saturating_sub(now))
+}
+
+/// Hooked `clock_nanosleep(2)` (returns an error number, not -1).
+///
+/// # Safety
+/// libc's contract for `clock_nanosleep`.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn clock_nanosleep(
+    clock: clockid_t,
+    flags: c_int,
+    req: *const timespec,
+    rem: *mut timespec,
+) -> c_int {
+    let known = matches!(
+        clock,
+        libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME
+    );
+    if cooperative() && known && flags & !libc::TIMER_ABSTIME == 0 {
+        // SAFETY: `req` is null or readable (libc's contract).
+        let d = unsafe { duration(req) }.and_then(|t| {
+            if flags & libc::TIMER_ABSTIME != 0 {
+                until_absolute(clock, t)
+            } else {
+                Some(t)
+            }
+        });
+        if let Some(d) = d {
+            let saved = errno();
+            if park_for(d) {
+                set_errno(saved);
+                return 0;
+            }
+        }
+    }
+    // SAFETY: the caller's arguments, unchanged.
+    unsafe { real::clock_nanosleep(clock, flags, req, rem) }
+}
+
+/// Hooked `usleep(3)`.
+///
+/// # Safety
+/// None beyond libc's (there are no pointers).
+#[unsafe(no_mangle)]
+unsafe extern "C" fn usleep(usec: c_uint) -> c_int {
+    if cooperative() {
+        let saved = errno();
+        if park_for(Duration::from_micros(u64::from(usec))) {
+            set_errno(saved);
+            return 0;
+        }
+    }
+    // SAFETY: the caller's argument, unchanged.
+    unsafe { real::usleep(usec) }
+}
+
+/// Hooked `sleep(3)` (returns the seconds left: 0 when it slept).
+///
+/// # Safety
+/// None beyond libc's (there are no pointers).
+#[unsafe(no_mangle)]
+unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
+    if cooperative() {
+        let saved = errno();
+        if park_for(Duration::from_secs(u64::from(secs))) {
+            set_errno(saved);
+            return 0;
+        }
+    }
+    // SAFETY: the caller's argument, unchanged.
+    unsafe { real::sleep(secs) }
+}

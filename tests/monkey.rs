@@ -1,0 +1,628 @@
+//! Monkey patching with plain std code: sockets, sleeps, name lookups,
+//! fortified calls, and what must stay untouched (plain threads, files,
+//! pipes, non-blocking fds). Every test calls `patch_all()` (it is
+//! process-wide, and every test here wants it on).
+//!
+//! A broken hook would block the whole thread instead of one greenlet,
+//! which shows up as a hang rather than a failure; a watchdog turns that
+//! into a failure with a message.
+
+use std::cell::Cell;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::rc::Rc;
+use std::sync::Once;
+use std::time::Duration;
+
+use greenhouse::monkey::{parked_calls, patch_all};
+use greenhouse::{Error, Timeout, joinall, spawn, with_timeout, yield_now};
+
+/// Patches, and aborts the process if the test binary runs for more than
+/// two minutes (a hook that blocks the thread would hang forever).
+fn setup() {
+    static WATCHDOG: Once = Once::new();
+    WATCHDOG.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(120));
+            eprintln!("monkey tests: still running after 120 s; a patched call blocked its thread");
+            std::process::abort();
+        });
+    });
+    patch_all();
+}
+
+/// Raises the soft fd limit to the hard one (1,000 connections need ~2,000 fds).
+fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+/// Counts greenlets inside a section, remembering the most at once.
+#[derive(Clone, Default)]
+struct Overlap {
+    now: Rc<Cell<usize>>,
+    peak: Rc<Cell<usize>>,
+}
+
+impl Overlap {
+    fn enter(&self) {
+        self.now.set(self.now.get() + 1);
+        self.peak.set(self.peak.get().max(self.now.get()));
+    }
+    fn leave(&self) {
+        self.now.set(self.now.get() - 1);
+    }
+}
+
+#[test]
+fn thread_sleep_in_1000_greenlets_overlaps() {
+    setup();
+    let sleeping = Overlap::default();
+    let before = parked_calls();
+    let sleepers: Vec<_> = (0..1000)
+        .map(|_| {
+            let s = sleeping.clone();
+            spawn(move || {
+                s.enter();
+                std::thread::sleep(Duration::from_millis(100));
+                s.leave();
+            })
+        })
+        .collect();
+    for r in joinall(sleepers) {
+        r.unwrap();
+    }
+    // Unpatched, each sleep would block the thread: never two at once.
+    assert_eq!(sleeping.peak.get(), 1000);
+    assert_eq!(parked_calls() - before, 1000);
+}
+
+#[test]
+fn std_tcp_echo_from_1000_greenlets() -> io::Result<()> {
+    const CLIENTS: usize = 1000;
+    setup();
+    raise_fd_limit();
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let connected = Overlap::default();
+    let server = spawn(move || -> io::Result<()> {
+        for _ in 0..CLIENTS {
+            let (mut conn, _) = listener.accept()?;
+            spawn(move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Ok(())
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let c = connected.clone();
+            spawn(move || -> io::Result<()> {
+                let mut s = TcpStream::connect(addr)?;
+                c.enter();
+                for round in 0..3 {
+                    let msg = format!("client {id} round {round}\n");
+                    s.write_all(msg.as_bytes())?;
+                    let mut back = vec![0u8; msg.len()];
+                    s.read_exact(&mut back)?;
+                    assert_eq!(back, msg.as_bytes());
+                    // Let every other client connect before the next round.
+                    greenhouse::sleep(Duration::from_millis(1)).unwrap();
+                }
+                c.leave();
+                Ok(())
+            })
+        })
+        .collect();
+    for r in joinall(clients) {
+        r.unwrap()?;
+    }
+    server.join().unwrap()?;
+    assert!(
+        connected.peak.get() > 1,
+        "the std clients never overlapped: {}",
+        connected.peak.get()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_plain_os_thread_keeps_blocking_semantics() {
+    setup();
+    let t = std::thread::spawn(|| -> io::Result<(Vec<u8>, ErrorKind, u64)> {
+        // No hub on this thread: the hooks forward to libc untouched.
+        let (mut a, b) = UnixStream::pair()?;
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let mut b = b;
+            b.write_all(b"late").unwrap();
+            b
+        });
+        let mut buf = [0u8; 4];
+        a.read_exact(&mut buf)?; // really blocks until the writer wrote
+        let _b = writer.join().unwrap();
+        a.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let kind = a.read(&mut buf).unwrap_err().kind();
+        std::thread::sleep(Duration::from_millis(5));
+        Ok((buf.to_vec(), kind, parked_calls()))
+    });
+    let (data, kind, parked) = t.join().unwrap().unwrap();
+    assert_eq!(data, b"late");
+    assert_eq!(kind, ErrorKind::WouldBlock);
+    assert_eq!(parked, 0, "a thread without a hub must never park");
+}
+
+#[test]
+fn regular_file_and_pipe_io_is_untouched() -> io::Result<()> {
+    setup();
+    let path = std::env::temp_dir().join(format!("greenhouse-monkey-{}", std::process::id()));
+    std::fs::write(&path, b"file contents")?;
+    let (mut rx, mut tx) = io::pipe()?;
+    let p = path.clone();
+    let g = spawn(move || -> io::Result<(String, Vec<u8>, u64)> {
+        let before = parked_calls();
+        let text = std::fs::read_to_string(&p)?;
+        tx.write_all(b"through a pipe")?;
+        drop(tx);
+        let mut piped = Vec::new();
+        rx.read_to_end(&mut piped)?;
+        Ok((text, piped, parked_calls() - before))
+    });
+    let (text, piped, parked) = g.join().unwrap()?;
+    std::fs::remove_file(&path)?;
+    assert_eq!(text, "file contents");
+    assert_eq!(piped, b"through a pipe");
+    assert_eq!(parked, 0, "file and pipe IO must go straight to libc");
+    Ok(())
+}
+
+#[test]
+fn so_rcvtimeo_gives_would_block_and_others_run_meanwhile() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?;
+    a.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let ticks = Rc::new(Cell::new(0u32));
+    let t = ticks.clone();
+    let ticker = spawn(move || {
+        loop {
+            greenhouse::sleep(Duration::from_millis(2)).unwrap();
+            t.set(t.get() + 1);
+        }
+    });
+    let before = parked_calls();
+    let err = a.read(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    assert!(parked_calls() > before);
+    assert!(ticks.get() > 0, "the ticker never ran during the wait");
+    ticker.kill().unwrap();
+    Ok(())
+}
+
+#[test]
+fn user_non_blocking_sockets_are_untouched() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    let g = spawn(move || {
+        let before = parked_calls();
+        let kind = a.read(&mut [0u8; 8]).unwrap_err().kind();
+        (kind, parked_calls() - before)
+    });
+    let (kind, parked) = g.join().unwrap();
+    assert_eq!(kind, ErrorKind::WouldBlock);
+    assert_eq!(parked, 0);
+    Ok(())
+}
+
+#[test]
+fn timeout_interrupts_a_patched_read_and_sleep() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?;
+    let g = spawn(move || {
+        let t = Timeout::start(Duration::from_millis(20));
+        let err = a.read(&mut [0u8; 8]).unwrap_err();
+        (err.kind(), t.fired())
+    });
+    assert_eq!(g.join().unwrap(), (ErrorKind::TimedOut, true));
+    // A sleep of an hour, cut short by the scope (this would hang otherwise).
+    let slept = spawn(|| {
+        with_timeout(Duration::from_millis(20), || {
+            std::thread::sleep(Duration::from_secs(3600))
+        })
+    });
+    assert_eq!(slept.join().unwrap(), Err(Error::TimedOut));
+    Ok(())
+}
+
+#[test]
+fn kill_interrupts_a_patched_read_and_unwinds_later() -> io::Result<()> {
+    setup();
+    let (mut a, mut b) = UnixStream::pair()?;
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    let g = spawn(move || {
+        let r = a.read(&mut [0u8; 8]);
+        s.set(Some(r.map_err(|e| e.raw_os_error())));
+        // The kill is raised here, at the next greenhouse blocking call.
+        greenhouse::sleep(Duration::from_secs(3600)).unwrap();
+        unreachable!("the deferred kill did not unwind");
+    });
+    yield_now(); // let it block in read
+    g.kill().unwrap();
+    assert_eq!(g.join().unwrap_err(), Error::Killed);
+    assert_eq!(seen.get(), Some(Err(Some(libc::ECANCELED))));
+    // `a` was dropped by the unwind: the peer sees end of stream.
+    b.set_read_timeout(Some(Duration::from_secs(10)))?;
+    assert_eq!(b.read(&mut [0u8; 8])?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_killed_greenlet_that_returns_still_reports_killed() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?;
+    let seen = Rc::new(Cell::new((None, None)));
+    let s = seen.clone();
+    let g = spawn(move || {
+        let first = a.read(&mut [0u8; 8]).unwrap_err().raw_os_error();
+        // A later patched call works normally (here: its own timeout).
+        a.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        let second = a.read(&mut [0u8; 8]).unwrap_err().kind();
+        s.set((first, Some(second)));
+        "returned normally"
+    });
+    yield_now();
+    g.kill().unwrap();
+    assert_eq!(g.join().unwrap_err(), Error::Killed);
+    assert_eq!(
+        seen.get(),
+        (Some(libc::ECANCELED), Some(ErrorKind::WouldBlock))
+    );
+    Ok(())
+}
+
+#[test]
+fn std_connect_accept_and_connect_timeout() -> io::Result<()> {
+    setup();
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = spawn(move || -> io::Result<Vec<String>> {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (mut c, _) = listener.accept()?;
+            let mut s = String::new();
+            c.read_to_string(&mut s)?;
+            got.push(s);
+        }
+        Ok(got)
+    });
+    let a = spawn(move || -> io::Result<()> {
+        let mut s = TcpStream::connect(addr)?;
+        s.write_all(b"connect")?;
+        Ok(())
+    });
+    let b = spawn(move || -> io::Result<()> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.write_all(b"connect_timeout")?;
+        s.shutdown(Shutdown::Write)
+    });
+    a.join().unwrap()?;
+    b.join().unwrap()?;
+    let mut got = server.join().unwrap()?;
+    got.sort();
+    assert_eq!(got, ["connect", "connect_timeout"]);
+
+    // A refused connection is the same error as unpatched.
+    let closed = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let refused = spawn(move || TcpStream::connect(closed).unwrap_err().kind());
+    assert_eq!(refused.join().unwrap(), ErrorKind::ConnectionRefused);
+    Ok(())
+}
+
+#[test]
+fn udp_and_unix_datagrams_between_greenlets() -> io::Result<()> {
+    setup();
+    let server = UdpSocket::bind("127.0.0.1:0")?;
+    let addr = server.local_addr()?;
+    let echo = spawn(move || -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            let (n, from) = server.recv_from(&mut buf)?;
+            server.send_to(&buf[..n], from)?;
+        }
+        Ok(())
+    });
+    let client = spawn(move || -> io::Result<()> {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.connect(addr)?;
+        let mut buf = [0u8; 64];
+        for i in 0..10u8 {
+            s.send(&[i; 16])?;
+            let n = s.recv(&mut buf)?;
+            assert_eq!(&buf[..n], &[i; 16]);
+        }
+        Ok(())
+    });
+    client.join().unwrap()?;
+    echo.join().unwrap()?;
+
+    let (a, b) = UnixDatagram::pair()?;
+    let before = parked_calls();
+    let reader = spawn(move || -> io::Result<Vec<u8>> {
+        let mut buf = [0u8; 16];
+        let n = a.recv(&mut buf)?; // parks: nothing sent yet
+        Ok(buf[..n].to_vec())
+    });
+    let writer = spawn(move || b.send(b"datagram"));
+    assert_eq!(writer.join().unwrap()?, 8);
+    assert_eq!(reader.join().unwrap()?, b"datagram");
+    assert!(parked_calls() > before);
+    Ok(())
+}
+
+#[test]
+fn vectored_io_and_peek_on_std_sockets() -> io::Result<()> {
+    setup();
+    let (mut a, mut b) = UnixStream::pair()?;
+    let reader = spawn(move || -> io::Result<Vec<u8>> {
+        let mut peeked = [0u8; 3];
+        let mut first = [0u8; 3];
+        let mut second = [0u8; 8];
+        // `UnixStream` has no peek; use the fd with recv(MSG_PEEK).
+        // SAFETY: a valid buffer and fd.
+        let n = unsafe { libc::recv(a.as_raw_fd(), peeked.as_mut_ptr().cast(), 3, libc::MSG_PEEK) };
+        assert_eq!(n, 3);
+        let n = a.read_vectored(&mut [
+            io::IoSliceMut::new(&mut first),
+            io::IoSliceMut::new(&mut second),
+        ])?;
+        let mut out = peeked.to_vec();
+        out.extend_from_slice(&first);
+        out.extend_from_slice(&second[..n - 3]);
+        Ok(out)
+    });
+    let writer =
+        spawn(move || b.write_vectored(&[io::IoSlice::new(b"abc"), io::IoSlice::new(b"defg")]));
+    assert_eq!(writer.join().unwrap()?, 7);
+    assert_eq!(reader.join().unwrap()?, b"abcabcdefg");
+    Ok(())
+}
+
+#[test]
+fn a_big_blocking_write_parks_until_all_is_sent() -> io::Result<()> {
+    setup();
+    let (a, mut b) = UnixStream::pair()?;
+    let data: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+    let expect = data.clone();
+    // One `write` call far bigger than the socket buffer: a blocking write
+    // returns only when all of it is queued, and here it must park meanwhile.
+    let writer = spawn(move || {
+        // SAFETY: a valid buffer and fd.
+        let n = unsafe { libc::write(a.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        drop(a);
+        n
+    });
+    let reader = spawn(move || -> io::Result<Vec<u8>> {
+        let mut got = Vec::new();
+        b.read_to_end(&mut got)?;
+        Ok(got)
+    });
+    assert_eq!(writer.join().unwrap(), 4 << 20);
+    assert_eq!(reader.join().unwrap()?, expect);
+    Ok(())
+}
+
+#[test]
+fn host_names_resolve_on_the_thread_pool() -> io::Result<()> {
+    setup();
+    let lookups: Vec<_> = (0..8)
+        .map(|_| spawn(|| ("localhost", 80).to_socket_addrs().map(|a| a.count())))
+        .collect();
+    let before = parked_calls();
+    for r in joinall(lookups) {
+        assert!(r.unwrap()? > 0);
+    }
+    assert!(parked_calls() >= before + 8, "lookups did not park");
+    assert!(greenhouse::threadpool::default_pool().threads() > 0);
+    // An IP literal resolves in place.
+    let literal = spawn(|| ("127.0.0.1", 80).to_socket_addrs().map(|a| a.count()));
+    assert_eq!(literal.join().unwrap()?, 1);
+    Ok(())
+}
+
+#[test]
+fn fortified_recv_chk_is_cooperative_too() -> io::Result<()> {
+    unsafe extern "C" {
+        fn __recv_chk(
+            fd: libc::c_int,
+            buf: *mut libc::c_void,
+            len: libc::size_t,
+            buflen: libc::size_t,
+            flags: libc::c_int,
+        ) -> libc::ssize_t;
+    }
+    setup();
+    let (a, mut b) = UnixStream::pair()?;
+    let reader = spawn(move || {
+        let mut buf = [0u8; 16];
+        let before = parked_calls();
+        // SAFETY: a valid buffer of the declared size and an open fd.
+        let n = unsafe { __recv_chk(a.as_raw_fd(), buf.as_mut_ptr().cast(), 16, 16, 0) };
+        (buf[..n.max(0) as usize].to_vec(), parked_calls() - before)
+    });
+    let writer = spawn(move || b.write_all(b"fortified"));
+    writer.join().unwrap()?;
+    let (got, parked) = reader.join().unwrap();
+    assert_eq!(got, b"fortified");
+    assert_eq!(parked, 1);
+    Ok(())
+}
+
+/// C source for [`c_library_calls_are_cooperative_too`]: a blocking client
+/// routine as a C library would write it, built with `_FORTIFY_SOURCE` so
+/// that `recv` into a sized buffer becomes `__recv_chk`.
+const C_CLIENT: &str = r#"
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Waits up to 10 s for the fd to be readable, then reads what is there.
+   Lengths known only at run time make the fortified `__poll_chk` and
+   `__recv_chk` calls. */
+long c_wait_and_recv(int fd, char *out, unsigned long want, unsigned long nfds) {
+    char buf[64];
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (poll(&p, nfds, 10000) != 1) return -2;
+    long n = recv(fd, buf, want, 0);
+    for (long i = 0; i < n; i++) out[i] = buf[i];
+    return n;
+}
+
+/* A blocking sleep, as C code does it. */
+void c_sleep_ms(unsigned ms) { usleep(ms * 1000); }
+"#;
+
+#[test]
+fn c_library_calls_are_cooperative_too() -> io::Result<()> {
+    setup();
+    let dir = std::env::temp_dir().join(format!("greenhouse-monkey-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (src, lib) = (dir.join("client.c"), dir.join("libclient.so"));
+    std::fs::write(&src, C_CLIENT)?;
+    let built = std::process::Command::new("gcc")
+        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status();
+    if !matches!(built, Ok(s) if s.success()) {
+        eprintln!("SKIPPED: no working gcc ({built:?}); the C library test did not run");
+        return Ok(());
+    }
+    let path = std::ffi::CString::new(lib.to_str().unwrap()).unwrap();
+    // SAFETY: loading the library just built; it has no constructors.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
+    assert!(!handle.is_null(), "dlopen failed");
+    type Recv =
+        unsafe extern "C" fn(libc::c_int, *mut u8, libc::c_ulong, libc::c_ulong) -> libc::c_long;
+    type Sleep = unsafe extern "C" fn(libc::c_uint);
+    // SAFETY: the symbols exist in the library above with these C types.
+    let (c_recv, c_sleep): (Recv, Sleep) = unsafe {
+        (
+            std::mem::transmute::<*mut libc::c_void, Recv>(libc::dlsym(
+                handle,
+                c"c_wait_and_recv".as_ptr(),
+            )),
+            std::mem::transmute::<*mut libc::c_void, Sleep>(libc::dlsym(
+                handle,
+                c"c_sleep_ms".as_ptr(),
+            )),
+        )
+    };
+    let (a, mut b) = UnixStream::pair()?;
+    let sleeping = Overlap::default();
+    let before = parked_calls();
+    let sleepers: Vec<_> = (0..10)
+        .map(|_| {
+            let s = sleeping.clone();
+            spawn(move || {
+                s.enter();
+                // SAFETY: a plain C function taking milliseconds.
+                unsafe { c_sleep(20) };
+                s.leave();
+            })
+        })
+        .collect();
+    let reader = spawn(move || {
+        let mut out = [0u8; 64];
+        // SAFETY: a valid fd and a 64-byte buffer.
+        let n = unsafe { c_recv(a.as_raw_fd(), out.as_mut_ptr(), 64, 1) };
+        out[..n.max(0) as usize].to_vec()
+    });
+    let writer = spawn(move || b.write_all(b"from C"));
+    writer.join().unwrap()?;
+    assert_eq!(reader.join().unwrap(), b"from C");
+    for r in joinall(sleepers) {
+        r.unwrap();
+    }
+    assert_eq!(sleeping.peak.get(), 10, "the C sleeps did not overlap");
+    // 10 sleeps, and the C reader's poll parked at least once.
+    assert!(parked_calls() - before >= 11);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn poll_on_several_fds_parks_until_one_is_ready() -> io::Result<()> {
+    setup();
+    let (a, _a_peer) = UnixStream::pair()?;
+    let (b, mut b_peer) = UnixStream::pair()?;
+    let before = parked_calls();
+    let poller = spawn(move || {
+        let mut fds = [
+            libc::pollfd {
+                fd: a.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: -1, // ignored, as poll(2) says
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: b.as_raw_fd(),
+                events: libc::POLLIN | libc::POLLPRI,
+                revents: 0,
+            },
+        ];
+        // SAFETY: three valid pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, 10_000) };
+        (n, fds.map(|p| p.revents))
+    });
+    // The writer hands its end back: dropping it would add POLLHUP.
+    let writer = spawn(move || b_peer.write_all(b"!").map(|()| b_peer));
+    let _b_peer = writer.join().unwrap()?;
+    let (n, revents) = poller.join().unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(revents, [0, 0, libc::POLLIN]);
+    assert!(parked_calls() > before);
+    // With no fds at all, poll is a (cooperative) sleep that returns 0.
+    // SAFETY: zero fds.
+    let slept = spawn(|| unsafe { libc::poll(std::ptr::null_mut(), 0, 5) });
+    assert_eq!(slept.join().unwrap(), 0);
+    Ok(())
+}
+
+#[test]
+fn so_sndtimeo_gives_would_block_on_a_full_socket() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?; // nobody reads `_b`
+    a.set_write_timeout(Some(Duration::from_millis(20)))?;
+    let g = spawn(move || {
+        let before = parked_calls();
+        let kind = a.write_all(&vec![7u8; 8 << 20]).unwrap_err().kind();
+        (kind, parked_calls() - before)
+    });
+    let (kind, parked) = g.join().unwrap();
+    assert_eq!(kind, ErrorKind::WouldBlock);
+    assert!(parked > 0);
+    Ok(())
+}
