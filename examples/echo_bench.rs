@@ -273,6 +273,12 @@ fn serve_raw(l: std::net::TcpListener) -> io::Result<()> {
                                 close = true;
                                 break;
                             }
+                            // A short read emptied the socket, and the fd is
+                            // level-triggered, so anything that arrives later
+                            // is reported again: no read just to see EAGAIN.
+                            if n < buf.len() {
+                                break;
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(_) => {

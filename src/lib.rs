@@ -7,7 +7,7 @@
 //!
 //! - [`Greenlet`]: explicit `switch` with values both ways, parents,
 //!   `throw`, dead greenlets — Python's `greenlet`.
-//! - [`spawn`], [`JoinHandle::join`], [`JoinHandle::kill`], [`joinall`],
+//! - [`spawn()`], [`JoinHandle::join`], [`JoinHandle::kill`], [`joinall`],
 //!   [`killall`], [`sleep`], [`yield_now`], [`Timeout`], [`with_timeout`] —
 //!   gevent's hub API.
 //! - [`Watcher`]: park a greenlet until an fd is readable or writable.

@@ -626,3 +626,30 @@ fn so_sndtimeo_gives_would_block_on_a_full_socket() -> io::Result<()> {
     assert!(parked > 0);
     Ok(())
 }
+
+#[test]
+fn std_unix_listener_accepts_cooperatively() -> io::Result<()> {
+    setup();
+    let dir = std::env::temp_dir().join(format!("greenhouse-monkey-uds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let before = parked_calls();
+    let server = spawn(move || -> io::Result<String> {
+        let (mut conn, _) = listener.accept()?; // parks: nobody connected yet
+        let mut s = String::new();
+        conn.read_to_string(&mut s)?;
+        Ok(s)
+    });
+    let p = path.clone();
+    let client = spawn(move || -> io::Result<()> {
+        let mut c = UnixStream::connect(&p)?;
+        c.write_all(b"over a unix socket")
+    });
+    client.join().unwrap()?;
+    assert_eq!(server.join().unwrap()?, "over a unix socket");
+    assert!(parked_calls() > before);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -113,6 +113,44 @@ fn unix_stream_pair_peek_and_half_close() -> io::Result<()> {
     Ok(())
 }
 
+/// After a read that returned less than it asked for, the next read parks
+/// without trying (the socket is known empty). Data and the peer's FIN can
+/// then come in one readiness event; the EOF must still be seen, the read
+/// timeout must still fire, and later data must still wake the reader.
+#[test]
+fn short_reads_then_timeout_data_and_eof_in_one_event() -> io::Result<()> {
+    let (mut a, mut b) = UnixStream::pair()?;
+    a.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let reader = spawn(move || -> io::Result<Vec<Vec<u8>>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        let n = a.read(&mut buf)?; // parks, then a short read
+        got.push(buf[..n].to_vec());
+        // Known empty now: this read parks and its timeout fires.
+        let e = a.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        a.set_read_timeout(None)?;
+        let n = a.read(&mut buf)?; // woken by the next data
+        got.push(buf[..n].to_vec());
+        // The writer now sends bytes and closes while we are parked, so
+        // both arrive before we run: one event, then EOF without an edge.
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest)?;
+        got.push(rest);
+        Ok(got)
+    });
+    greenhouse::sleep(Duration::from_millis(5)).unwrap();
+    b.write_all(b"one")?;
+    greenhouse::sleep(Duration::from_millis(60)).unwrap();
+    b.write_all(b"two")?;
+    greenhouse::sleep(Duration::from_millis(5)).unwrap();
+    b.write_all(b"three")?;
+    drop(b);
+    let got = reader.join().unwrap()?;
+    assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+    Ok(())
+}
+
 #[test]
 fn unix_stream_write_to_closed_peer_is_epipe_not_sigpipe() -> io::Result<()> {
     let (mut a, b) = UnixStream::pair()?;

@@ -9,6 +9,12 @@
 //! kernel with `ppoll(2)` before parking. This is the only module that calls
 //! `Poller::add`/`delete`.
 //!
+//! `polling` registers fds and wakes the hub from other threads
+//! (`Poller::notify`); the wait itself is one `epoll_pwait2` on the
+//! poller's epoll fd, because `Poller::wait` costs five system calls per
+//! call (timerfd arm and re-arm, notifier drain and re-arm). `Poller::wait`
+//! runs only when the notifier fired, so that `polling` re-arms it.
+//!
 //! # Invariant
 //! A [`Source`] in the slab refers to an fd that stays open until
 //! [`Reactor::deregister`] is called for it; its owner
@@ -19,11 +25,13 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use libc::c_int;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, PollMode, Poller};
+use polling::{Events, Poller};
 
 use super::scheduler::{ReadyQueue, WaitList, Woke};
 
@@ -40,11 +48,105 @@ pub(crate) struct Source {
     key: usize,
     readers: WaitList,
     writers: WaitList,
+    /// A stream read returned less than it asked for, and no readable
+    /// event has come since: the socket holds no data (see
+    /// `Watcher::read_stream`).
+    read_drained: Cell<bool>,
+    /// An event reported the read side closed (`EPOLLRDHUP`, `EPOLLHUP` or
+    /// `EPOLLERR`). Final: no edge will follow it, so from then on reads
+    /// are always tried and `read_drained` is never trusted.
+    read_closed: Cell<bool>,
+}
+
+impl Source {
+    /// Wakes the readers and/or the writers; returns how many woke.
+    fn wake(&self, flags: u32, ready: &ReadyQueue) -> usize {
+        let (readable, writable) = (flags & READ_FLAGS != 0, flags & WRITE_FLAGS != 0);
+        if flags & CLOSED_FLAGS != 0 {
+            self.read_closed.set(true);
+        }
+        let mut woken = 0;
+        if readable {
+            self.read_drained.set(false);
+            woken += self.readers.wake_all(ready);
+        }
+        if writable {
+            woken += self.writers.wake_all(ready);
+        }
+        woken
+    }
+}
+
+/// What every fd is registered for: both directions, edge-triggered, plus
+/// `EPOLLRDHUP` so that a peer's FIN is visible as such (`polling` does
+/// not register it, which is why registration is a direct `epoll_ctl`).
+const REGISTER_FLAGS: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
+/// The epoll bits that make a source readable or writable (the meaning
+/// `polling` gives them).
+const READ_FLAGS: u32 =
+    (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
+const WRITE_FLAGS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+/// The bits that say no more data will ever arrive to be read.
+const CLOSED_FLAGS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+
+/// How many events one wait can return.
+const MAX_EVENTS: usize = 1024;
+
+/// One `epoll_pwait2` (nanosecond timeout) on `epfd` into `buf`; falls
+/// back to `epoll_wait` (milliseconds, rounded up) where the kernel lacks
+/// it. An interrupted wait reports no events.
+fn epoll_wait(
+    epfd: RawFd,
+    buf: &mut [libc::epoll_event],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
+    let max = c_int::try_from(buf.len()).unwrap_or(c_int::MAX);
+    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
+        -1
+    } else {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+        // SAFETY: `buf` has room for `max` events; `tsp` is null or a valid
+        // timespec; no signal mask.
+        let n = unsafe { libc::epoll_pwait2(epfd, buf.as_mut_ptr(), max, tsp, std::ptr::null()) };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            NO_PWAIT2.store(true, Ordering::Relaxed);
+        }
+        n
+    };
+    let n = if n < 0 && NO_PWAIT2.load(Ordering::Relaxed) {
+        let ms = timeout.map_or(-1, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            c_int::try_from(ms).unwrap_or(c_int::MAX)
+        });
+        // SAFETY: `buf` has room for `max` events.
+        unsafe { libc::epoll_wait(epfd, buf.as_mut_ptr(), max, ms) }
+    } else {
+        n
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(n as usize)
 }
 
 pub(crate) struct Reactor {
     poller: OnceCell<Arc<Poller>>,
+    /// `polling`'s event list, for the notifier path of [`Reactor::poll`].
     events: RefCell<Events>,
+    /// The raw buffer [`Reactor::poll`] waits into.
+    raw: RefCell<Vec<libc::epoll_event>>,
     sources: RefCell<Vec<Option<Rc<Source>>>>,
     free: RefCell<Vec<usize>>,
     /// Greenlets inside [`Reactor::wait`] right now.
@@ -59,6 +161,7 @@ impl Reactor {
         Reactor {
             poller: OnceCell::new(),
             events: RefCell::new(Events::new()),
+            raw: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS]),
             sources: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             waiting: Cell::new(0),
@@ -84,17 +187,33 @@ impl Reactor {
             s.push(None);
             s.len() - 1
         });
-        // SAFETY: the caller (Watcher) owns the fd and deregisters it before
-        // closing it (module invariant), as `Poller::add` requires.
-        if let Err(e) = unsafe { poller.add_with_mode(&fd, Event::all(key), PollMode::Edge) } {
+        let mut ev = libc::epoll_event {
+            events: REGISTER_FLAGS,
+            u64: key as u64,
+        };
+        // SAFETY: `ev` is a valid event; the epoll fd is the poller's and
+        // outlives this call. The caller (Watcher) owns `fd` and
+        // deregisters it before closing it (module invariant), so the epoll
+        // set never refers to a closed or reused fd.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                poller.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        if rc < 0 {
             self.free.borrow_mut().push(key);
-            return Err(e);
+            return Err(io::Error::last_os_error());
         }
         let src = Rc::new(Source {
             fd: fd.as_raw_fd(),
             key,
             readers: WaitList::default(),
             writers: WaitList::default(),
+            read_drained: Cell::new(false),
+            read_closed: Cell::new(false),
         });
         self.sources.borrow_mut()[key] = Some(src.clone());
         Ok(src)
@@ -103,9 +222,16 @@ impl Reactor {
     /// Removes `src` from the poller; must run before its fd is closed.
     pub(crate) fn deregister(&self, src: &Source) {
         if let Some(p) = self.poller.get() {
-            // SAFETY: module invariant: the fd is still open here.
-            let fd = unsafe { BorrowedFd::borrow_raw(src.fd) };
-            let _ = p.delete(fd);
+            // SAFETY: module invariant: the fd is still open here; a null
+            // event is allowed for EPOLL_CTL_DEL.
+            unsafe {
+                libc::epoll_ctl(
+                    p.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    src.fd,
+                    std::ptr::null_mut(),
+                )
+            };
         }
         let removed = self
             .sources
@@ -114,6 +240,18 @@ impl Reactor {
             .and_then(Option::take);
         self.free.borrow_mut().push(src.key);
         drop(removed);
+    }
+
+    /// Marks `src` as holding no data until its next readable event.
+    pub(crate) fn mark_drained(&self, src: &Source) {
+        src.read_drained.set(true);
+    }
+
+    /// Whether `src` is known to hold no data (see
+    /// [`mark_drained`](Self::mark_drained)). Never after the read side
+    /// closed: EOF or an error must be read, and no edge would announce it.
+    pub(crate) fn is_drained(&self, src: &Source) -> bool {
+        src.read_drained.get() && !src.read_closed.get()
     }
 
     /// Asks the kernel whether `src` is ready for `interest` right now.
@@ -221,24 +359,52 @@ impl Reactor {
     }
 
     /// Waits for IO events (up to `timeout`) and makes their waiters ready.
+    ///
+    /// The wait itself is one `epoll_pwait2` on the poller's epoll fd.
+    /// `Poller::wait` costs five system calls (it arms a timerfd, re-arms it
+    /// and its notifier, and drains the notifier every time); it is called
+    /// only when the notifier fired, to let `polling` clear and re-arm it.
     pub(crate) fn poll(&self, timeout: Option<Duration>, ready: &ReadyQueue) -> io::Result<usize> {
         let poller = self.poller()?;
-        let mut events = self.events.borrow_mut();
-        events.clear();
-        poller.wait(&mut events, timeout)?;
+        let mut raw = self.raw.borrow_mut();
+        let n = epoll_wait(poller.as_raw_fd(), &mut raw, timeout)?;
         let mut woken = 0;
-        // Waking only queues greenlets (and may drop tokens, which never
-        // touches `sources`), so the slab can stay borrowed.
-        let sources = self.sources.borrow();
-        for ev in events.iter() {
-            let Some(Some(src)) = sources.get(ev.key) else {
-                continue;
-            };
-            if ev.readable {
-                woken += src.readers.wake_all(ready);
+        let mut notified = false;
+        {
+            // Waking only queues greenlets (and may drop tokens, which never
+            // touches `sources`), so the slab can stay borrowed.
+            let sources = self.sources.borrow();
+            for ev in &raw[..n] {
+                let (flags, key) = (ev.events, ev.u64 as usize);
+                let Some(Some(src)) = sources.get(key) else {
+                    // `polling`'s own notifier (or timer): its key is not ours.
+                    notified = true;
+                    continue;
+                };
+                woken += src.wake(flags, ready);
             }
-            if ev.writable {
-                woken += src.writers.wake_all(ready);
+        }
+        if notified {
+            // A `HubHandle` notified us: `polling` drains its eventfd and
+            // re-arms it inside `wait`. Take whatever else it reports too.
+            let mut events = self.events.borrow_mut();
+            events.clear();
+            poller.wait(&mut events, Some(Duration::ZERO))?;
+            let sources = self.sources.borrow();
+            for ev in events.iter() {
+                if let Some(Some(src)) = sources.get(ev.key) {
+                    // `polling` hides `EPOLLRDHUP`, so a readable event seen
+                    // here may have been a FIN: count it as one (this only
+                    // costs the source the drained shortcut).
+                    let mut flags = 0;
+                    if ev.readable {
+                        flags |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+                    }
+                    if ev.writable {
+                        flags |= libc::EPOLLOUT as u32;
+                    }
+                    woken += src.wake(flags, ready);
+                }
             }
         }
         Ok(woken)
@@ -249,8 +415,7 @@ impl Reactor {
     pub(crate) fn wake_everyone(&self, ready: &ReadyQueue) {
         let all: Vec<Rc<Source>> = self.sources.borrow().iter().flatten().cloned().collect();
         for s in all {
-            s.readers.wake_all(ready);
-            s.writers.wake_all(ready);
+            s.wake((libc::EPOLLIN | libc::EPOLLOUT) as u32, ready);
         }
     }
 

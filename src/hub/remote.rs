@@ -10,7 +10,7 @@
 //!
 //! **Liveness:** while any `HubHandle` or `RemoteWaker` exists, the hub
 //! waits for it in the poller instead of reporting
-//! [`Error::Deadlock`](crate::Error::Deadlock). Dropping the last one
+//! [`Error::Deadlock`]. Dropping the last one
 //! notifies the hub, so it can re-check.
 //!
 //! **Closing:** when the hub's thread exits, the inbox is closed; later

@@ -237,6 +237,35 @@ impl<T: AsFd> Watcher<T> {
         self.retry_map(interest, deadline, op, timeout_error)
     }
 
+    /// The read loop for stream sockets: [`io_with`](Self::io_with) for
+    /// reading into `len` bytes, plus tokio's heuristic. A read that
+    /// returned less than it asked for (`0 < n < len`) has emptied the
+    /// socket, so the next read parks for the next readiness edge instead
+    /// of first trying a read that would only return `WouldBlock` (one
+    /// system call saved per message). Any readable event since clears the
+    /// mark, and the fd is edge-triggered, so data that arrives after the
+    /// short read always produces one. Not for datagrams: a short datagram
+    /// says nothing about the next.
+    pub(crate) fn read_stream(
+        &self,
+        deadline: Option<Instant>,
+        len: usize,
+        op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if let Some(src) = self.src.get() {
+            if len > 0 && self.hub.reactor.is_drained(src) {
+                self.wait_or(Interest::Read, deadline, timeout_error)?;
+            }
+        }
+        let n = self.retry_map(Interest::Read, deadline, op, timeout_error)?;
+        if n > 0 && n < len {
+            if let Some(src) = self.src.get() {
+                self.hub.reactor.mark_drained(src);
+            }
+        }
+        Ok(n)
+    }
+
     /// The one try / park / retry loop. `WouldBlock` has just happened when
     /// it parks, so with the edge-triggered reactor the next edge will come;
     /// a park that ends without readiness becomes `on_timeout(woke)`.

@@ -41,7 +41,7 @@
 //! A kill cannot unwind through libc's caller: C frames, and Rust's calls
 //! to `extern "C"` functions, must not be unwound. So the patched call the
 //! greenlet is blocked in fails with `ECANCELED` (a sleep returns early),
-//! and [`GreenletExit`](crate::GreenletExit) is raised at the greenlet's
+//! and [`GreenletExit`] is raised at the greenlet's
 //! next greenhouse blocking call; if the greenlet returns first, its join
 //! still reports [`Error::Killed`](crate::Error::Killed). Code that
 //! propagates IO errors (`?`) therefore ends at once. Code that ignores

@@ -1,5 +1,5 @@
 //! The core every greenhouse socket is built on: a non-blocking fd in a
-//! [`Watcher`](crate::Watcher), plus std-style read and write timeouts.
+//! [`Watcher`], plus std-style read and write timeouts.
 //!
 //! Every blocking socket method goes through [`Io::read`] or
 //! [`Io::write`]: try the non-blocking call; on `WouldBlock` park until the
@@ -43,6 +43,17 @@ impl<T: AsFd> Io<T> {
     pub(crate) fn read<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         self.w
             .io_with(Interest::Read, deadline(self.read_timeout.get()), op)
+    }
+
+    /// A stream read into `len` bytes (see `Watcher::read_stream`): skips
+    /// the try that would only say `WouldBlock` after a short read.
+    pub(crate) fn read_stream(
+        &self,
+        len: usize,
+        op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.w
+            .read_stream(deadline(self.read_timeout.get()), len, op)
     }
 
     /// As [`read`](Self::read), for writability and the write timeout.
