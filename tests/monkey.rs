@@ -7,6 +7,8 @@
 //! which shows up as a hang rather than a failure; a watchdog turns that
 //! into a failure with a message.
 
+mod common;
+
 use std::cell::Cell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -31,18 +33,6 @@ fn setup() {
         });
     });
     patch_all();
-}
-
-/// Raises the soft fd limit to the hard one (1,000 connections need ~2,000 fds).
-fn raise_fd_limit() {
-    // SAFETY: plain getrlimit/setrlimit on this process with a valid struct.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
 }
 
 /// Counts greenlets inside a section, remembering the most at once.
@@ -89,7 +79,7 @@ fn thread_sleep_in_1000_greenlets_overlaps() {
 fn std_tcp_echo_from_1000_greenlets() -> io::Result<()> {
     const CLIENTS: usize = 1000;
     setup();
-    raise_fd_limit();
+    common::raise_fd_limit();
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let connected = Overlap::default();

@@ -1,6 +1,8 @@
 //! Cooperative TCP: echo, many clients, timeouts, kills, resets, refusal,
 //! half-close, and `StreamServer` behaviour.
 
+mod common;
+
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
@@ -34,24 +36,11 @@ fn echo_round_trips() -> io::Result<()> {
     Ok(())
 }
 
-/// Raises the soft fd limit to the hard one (1,000 clients need ~2,000 fds;
-/// some systems start at 1,024).
-fn raise_fd_limit() {
-    // SAFETY: plain getrlimit/setrlimit on this process with a valid struct.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
-}
-
 #[test]
 fn thousand_concurrent_clients_every_byte_verified() -> io::Result<()> {
     const CLIENTS: usize = 1000;
     const ROUNDS: usize = 5;
-    raise_fd_limit();
+    common::raise_fd_limit();
     let server = echo_server()?;
     let addr = server.local_addr();
     let peak = Rc::new(Cell::new(0usize));

@@ -41,19 +41,24 @@ unsafe fn duration(t: *const timespec) -> Option<Duration> {
     Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
 }
 
-/// Sleeps `d` cooperatively; false if that is impossible here (nothing
-/// else could ever run: the caller then sleeps in libc, as unpatched).
+/// Sleeps `d` cooperatively, leaving errno as it was (a successful sleep
+/// does not touch it); false if that is impossible here (nothing else
+/// could ever run: the caller then sleeps in libc, as unpatched).
 fn park_for(d: Duration) -> bool {
-    if d.is_zero() {
+    let saved = errno();
+    let slept = if d.is_zero() {
         // A kill raised by the yield is deferred like any other.
         let _ = super::guarded(crate::hub::scheduler::yield_now);
-        return true;
-    }
-    let until = Instant::now().checked_add(d);
-    !matches!(
-        super::sleep_until(until),
-        Waited::Deadlock | Waited::Unsupported
-    )
+        true
+    } else {
+        let until = Instant::now().checked_add(d);
+        !matches!(
+            super::sleep_until(until),
+            Waited::Deadlock | Waited::Unsupported
+        )
+    };
+    set_errno(saved);
+    slept
 }
 
 /// Hooked `nanosleep(2)`.
@@ -65,9 +70,7 @@ unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_in
     if cooperative() {
         // SAFETY: `req` is null or readable (libc's contract).
         if let Some(d) = unsafe { duration(req) } {
-            let saved = errno();
             if park_for(d) {
-                set_errno(saved);
                 return 0;
             }
         }
@@ -116,9 +119,7 @@ unsafe extern "C" fn clock_nanosleep(
             }
         });
         if let Some(d) = d {
-            let saved = errno();
             if park_for(d) {
-                set_errno(saved);
                 return 0;
             }
         }
@@ -133,12 +134,8 @@ unsafe extern "C" fn clock_nanosleep(
 /// None beyond libc's (there are no pointers).
 #[unsafe(no_mangle)]
 unsafe extern "C" fn usleep(usec: c_uint) -> c_int {
-    if cooperative() {
-        let saved = errno();
-        if park_for(Duration::from_micros(u64::from(usec))) {
-            set_errno(saved);
-            return 0;
-        }
+    if cooperative() && park_for(Duration::from_micros(u64::from(usec))) {
+        return 0;
     }
     // SAFETY: the caller's argument, unchanged.
     unsafe { real::usleep(usec) }
@@ -150,12 +147,8 @@ unsafe extern "C" fn usleep(usec: c_uint) -> c_int {
 /// None beyond libc's (there are no pointers).
 #[unsafe(no_mangle)]
 unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
-    if cooperative() {
-        let saved = errno();
-        if park_for(Duration::from_secs(u64::from(secs))) {
-            set_errno(saved);
-            return 0;
-        }
+    if cooperative() && park_for(Duration::from_secs(u64::from(secs))) {
+        return 0;
     }
     // SAFETY: the caller's argument, unchanged.
     unsafe { real::sleep(secs) }

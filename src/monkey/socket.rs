@@ -183,6 +183,32 @@ fn transfer(
     continue_transfer(fd, interest, total, keep_going, saved, r, attempt)
 }
 
+/// [`transfer`] for the calls that also take fds that are not sockets
+/// (`read`, `write`, `readv`, `writev`): `attempt` uses the socket call;
+/// if the fd turns out not to be a socket (`ENOTSOCK`), errno is restored
+/// and `otherwise` makes the caller's own call, untouched.
+fn transfer_or(
+    fd: c_int,
+    interest: Interest,
+    total: usize,
+    keep_going: bool,
+    saved: c_int,
+    mut attempt: impl FnMut(usize) -> ssize_t,
+    otherwise: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    let mut not_socket = false;
+    let r = transfer(fd, interest, total, keep_going, saved, |done| {
+        let r = attempt(done);
+        not_socket = r < 0 && errno() == ENOTSOCK;
+        r
+    });
+    if not_socket {
+        set_errno(saved);
+        return otherwise();
+    }
+    r
+}
+
 /// The cold part of [`transfer`]: the first try returned `first` (would
 /// block, or moved only part). Parks until the fd is ready and tries again,
 /// until done, an error, the socket's own timeout (`EAGAIN`), an expired
@@ -460,19 +486,17 @@ unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t
         return unsafe { real::read(fd, buf, count) };
     }
     let saved = errno();
-    let mut not_socket = false;
-    let r = transfer(fd, Interest::Read, count, false, saved, |done| {
+    transfer_or(
+        fd,
+        Interest::Read,
+        count,
+        false,
+        saved,
         // SAFETY: the rest of the caller's buffer.
-        let r = unsafe { real::recv(fd, at(buf, done), count - done, MSG_DONTWAIT) };
-        not_socket = r < 0 && errno() == ENOTSOCK;
-        r
-    });
-    if not_socket {
-        set_errno(saved);
+        |done| unsafe { real::recv(fd, at(buf, done), count - done, MSG_DONTWAIT) },
         // SAFETY: the caller's arguments, unchanged.
-        return unsafe { real::read(fd, buf, count) };
-    }
-    r
+        || unsafe { real::read(fd, buf, count) },
+    )
 }
 
 /// Hooked `write(2)`: on a socket, a cooperative `send` (which raises
@@ -487,19 +511,17 @@ unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
         return unsafe { real::write(fd, buf, count) };
     }
     let saved = errno();
-    let mut not_socket = false;
-    let r = transfer(fd, Interest::Write, count, true, saved, |done| {
+    transfer_or(
+        fd,
+        Interest::Write,
+        count,
+        true,
+        saved,
         // SAFETY: the rest of the caller's buffer.
-        let r = unsafe { real::send(fd, at(buf.cast_mut(), done), count - done, MSG_DONTWAIT) };
-        not_socket = r < 0 && errno() == ENOTSOCK;
-        r
-    });
-    if not_socket {
-        set_errno(saved);
+        |done| unsafe { real::send(fd, at(buf.cast_mut(), done), count - done, MSG_DONTWAIT) },
         // SAFETY: the caller's arguments, unchanged.
-        return unsafe { real::write(fd, buf, count) };
-    }
-    r
+        || unsafe { real::write(fd, buf, count) },
+    )
 }
 
 /// Hooked `readv(2)`.
@@ -514,19 +536,17 @@ unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize
     }
     let saved = errno();
     let mut m = plain_msg(iov, iovcnt as usize);
-    let mut not_socket = false;
-    let r = transfer(fd, Interest::Read, 0, false, saved, |_| {
+    transfer_or(
+        fd,
+        Interest::Read,
+        0,
+        false,
+        saved,
         // SAFETY: a header over the caller's iovecs.
-        let r = unsafe { real::recvmsg(fd, &raw mut m, MSG_DONTWAIT) };
-        not_socket = r < 0 && errno() == ENOTSOCK;
-        r
-    });
-    if not_socket {
-        set_errno(saved);
+        |_| unsafe { real::recvmsg(fd, &raw mut m, MSG_DONTWAIT) },
         // SAFETY: the caller's arguments, unchanged.
-        return unsafe { real::readv(fd, iov, iovcnt) };
-    }
-    r
+        || unsafe { real::readv(fd, iov, iovcnt) },
+    )
 }
 
 /// Hooked `writev(2)`.
@@ -543,19 +563,17 @@ unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssiz
     let m = plain_msg(iov, iovcnt as usize);
     // SAFETY: `iovcnt` valid iovecs (libc's contract).
     let total = unsafe { iov_total(iov, iovcnt as usize) };
-    let mut not_socket = false;
-    let r = transfer(fd, Interest::Write, total, true, saved, |done| {
+    transfer_or(
+        fd,
+        Interest::Write,
+        total,
+        true,
+        saved,
         // SAFETY: a header over the caller's iovecs.
-        let r = unsafe { sendmsg_rest(fd, &raw const m, MSG_DONTWAIT, done) };
-        not_socket = r < 0 && errno() == ENOTSOCK;
-        r
-    });
-    if not_socket {
-        set_errno(saved);
+        |done| unsafe { sendmsg_rest(fd, &raw const m, MSG_DONTWAIT, done) },
         // SAFETY: the caller's arguments, unchanged.
-        return unsafe { real::writev(fd, iov, iovcnt) };
-    }
-    r
+        || unsafe { real::writev(fd, iov, iovcnt) },
+    )
 }
 
 /// Hooked `accept4(2)`: parks until a connection is pending, then accepts
