@@ -1,19 +1,20 @@
 //! The reactor: readiness of file descriptors, on top of `polling::Poller`.
 //!
-//! Each fd is added once, edge-triggered, for both read and write
-//! (`PollMode::Edge`), and deleted before it is closed. A greenlet waits
-//! only after its operation returned `WouldBlock`, so the next edge is
+//! Each fd is added once, edge-triggered, for both read and write plus
+//! `EPOLLRDHUP`, and deleted before it is closed. A greenlet waits only
+//! after its operation returned `WouldBlock`, so the next edge is
 //! guaranteed to come, and no `epoll_ctl` is needed per wait (a oneshot
 //! registration costs one re-arm system call per park). A readiness check
 //! that did not try an operation first ([`Reactor::is_ready`]) asks the
-//! kernel with `ppoll(2)` before parking. This is the only module that calls
-//! `Poller::add`/`delete`.
+//! kernel with `ppoll(2)` before parking. This is the only module that adds
+//! fds to the poller's epoll set or deletes them.
 //!
-//! `polling` registers fds and wakes the hub from other threads
-//! (`Poller::notify`); the wait itself is one `epoll_pwait2` on the
-//! poller's epoll fd, because `Poller::wait` costs five system calls per
-//! call (timerfd arm and re-arm, notifier drain and re-arm). `Poller::wait`
-//! runs only when the notifier fired, so that `polling` re-arms it.
+//! `polling` owns the epoll fd and wakes the hub from other threads
+//! (`Poller::notify`). Adding and deleting are direct `epoll_ctl` calls on
+//! that fd (`polling` cannot ask for `EPOLLRDHUP`), and the wait is one
+//! `epoll_pwait2`, because `Poller::wait` costs five system calls per call
+//! (timerfd arm and re-arm, notifier drain and re-arm). `Poller::wait` runs
+//! only when the notifier fired, so that `polling` re-arms it.
 //!
 //! # Invariant
 //! A [`Source`] in the slab refers to an fd that stays open until
@@ -25,12 +26,11 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-
-use libc::c_int;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use libc::c_int;
 use polling::{Events, Poller};
 
 use super::scheduler::{ReadyQueue, WaitList, Woke};
@@ -75,6 +75,18 @@ impl Source {
         }
         woken
     }
+
+    /// Marks the source as holding no data until its next readable event.
+    pub(crate) fn mark_drained(&self) {
+        self.read_drained.set(true);
+    }
+
+    /// Whether the source is known to hold no data (see
+    /// [`mark_drained`](Self::mark_drained)). Never after the read side
+    /// closed: EOF or an error must be read, and no edge would announce it.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.read_drained.get() && !self.read_closed.get()
+    }
 }
 
 /// What every fd is registered for: both directions, edge-triggered, plus
@@ -104,9 +116,8 @@ fn epoll_wait(
     use std::sync::atomic::{AtomicBool, Ordering};
     static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
     let max = c_int::try_from(buf.len()).unwrap_or(c_int::MAX);
-    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
-        -1
-    } else {
+    let mut n = -1;
+    if !NO_PWAIT2.load(Ordering::Relaxed) {
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -114,22 +125,19 @@ fn epoll_wait(
         let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
         // SAFETY: `buf` has room for `max` events; `tsp` is null or a valid
         // timespec; no signal mask.
-        let n = unsafe { libc::epoll_pwait2(epfd, buf.as_mut_ptr(), max, tsp, std::ptr::null()) };
+        n = unsafe { libc::epoll_pwait2(epfd, buf.as_mut_ptr(), max, tsp, std::ptr::null()) };
         if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
             NO_PWAIT2.store(true, Ordering::Relaxed);
         }
-        n
-    };
-    let n = if n < 0 && NO_PWAIT2.load(Ordering::Relaxed) {
+    }
+    if NO_PWAIT2.load(Ordering::Relaxed) {
         let ms = timeout.map_or(-1, |t| {
             let ms = t.as_nanos().div_ceil(1_000_000);
             c_int::try_from(ms).unwrap_or(c_int::MAX)
         });
         // SAFETY: `buf` has room for `max` events.
-        unsafe { libc::epoll_wait(epfd, buf.as_mut_ptr(), max, ms) }
-    } else {
-        n
-    };
+        n = unsafe { libc::epoll_wait(epfd, buf.as_mut_ptr(), max, ms) };
+    }
     if n < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted {
@@ -240,18 +248,6 @@ impl Reactor {
             .and_then(Option::take);
         self.free.borrow_mut().push(src.key);
         drop(removed);
-    }
-
-    /// Marks `src` as holding no data until its next readable event.
-    pub(crate) fn mark_drained(&self, src: &Source) {
-        src.read_drained.set(true);
-    }
-
-    /// Whether `src` is known to hold no data (see
-    /// [`mark_drained`](Self::mark_drained)). Never after the read side
-    /// closed: EOF or an error must be read, and no edge would announce it.
-    pub(crate) fn is_drained(&self, src: &Source) -> bool {
-        src.read_drained.get() && !src.read_closed.get()
     }
 
     /// Asks the kernel whether `src` is ready for `interest` right now.

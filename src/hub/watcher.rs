@@ -253,14 +253,14 @@ impl<T: AsFd> Watcher<T> {
         op: impl FnMut(&T) -> io::Result<usize>,
     ) -> io::Result<usize> {
         if let Some(src) = self.src.get() {
-            if len > 0 && self.hub.reactor.is_drained(src) {
+            if len > 0 && src.is_drained() {
                 self.wait_or(Interest::Read, deadline, timeout_error)?;
             }
         }
         let n = self.retry_map(Interest::Read, deadline, op, timeout_error)?;
         if n > 0 && n < len {
             if let Some(src) = self.src.get() {
-                self.hub.reactor.mark_drained(src);
+                src.mark_drained();
             }
         }
         Ok(n)
