@@ -2,18 +2,28 @@
 //! own `StreamServer` on a thread of its own, so the clients under test
 //! have their thread to themselves.
 //!
-//! `GET /wait/<ms>` answers after `ms` milliseconds; `GET /bytes/<n>`
-//! answers with `n` bytes. Every response closes its connection. The
-//! server counts requests in progress and remembers the most at once.
+//! `GET /wait/<ms>` answers after `ms` milliseconds; `GET /gather/<n>`
+//! answers once `n` requests are in progress at the same time (or after
+//! [`GATHER_LIMIT`], so clients that never overlap still get an answer;
+//! once one has given up, the later ones answer at once);
+//! `GET /bytes/<n>` answers with `n` bytes. Every response closes its
+//! connection. The server counts requests in progress and remembers the
+//! most at once.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use greenhouse::net::StreamServer;
+
+/// How long a `/gather/<n>` request waits for the others at most.
+pub const GATHER_LIMIT: Duration = Duration::from_secs(30);
+
+/// Set when a `/gather/<n>` request gave up waiting.
+static GAVE_UP: AtomicBool = AtomicBool::new(false);
 
 /// A running server (it lives until the process exits).
 pub struct HttpServer {
@@ -83,6 +93,22 @@ fn serve(
         let ms = ms.parse().unwrap_or(0);
         greenhouse::sleep(Duration::from_millis(ms)).ok();
         ("200 OK", format!("waited {ms} ms\n").into_bytes())
+    } else if let Some(n) = path.strip_prefix("/gather/") {
+        // Overlap by construction rather than by timing: on a loaded
+        // machine the last of 100 requests can arrive after the first
+        // has waited 200 ms, but it always arrives while these wait.
+        let n: usize = n.parse().unwrap_or(0);
+        let start = Instant::now();
+        while peak.load(Ordering::SeqCst) < n && !GAVE_UP.load(Ordering::SeqCst) {
+            if start.elapsed() >= GATHER_LIMIT {
+                GAVE_UP.store(true, Ordering::SeqCst);
+            }
+            greenhouse::sleep(Duration::from_millis(1)).ok();
+        }
+        (
+            "200 OK",
+            format!("gathered {}\n", peak.load(Ordering::SeqCst)).into_bytes(),
+        )
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap_or(0);
         ("200 OK", (0..n).map(|i| b'a' + (i % 26) as u8).collect())
