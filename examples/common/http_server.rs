@@ -3,9 +3,9 @@
 //! have their thread to themselves.
 //!
 //! `GET /wait/<ms>` answers after `ms` milliseconds; `GET /gather/<n>`
-//! answers once `n` requests are in progress at the same time (or after
-//! [`GATHER_LIMIT`], so clients that never overlap still get an answer;
-//! once one has given up, the later ones answer at once);
+//! answers once `n` requests have been in progress at the same time (or
+//! after [`GATHER_LIMIT`], so clients that never overlap still get an
+//! answer; after either, later ones answer at once);
 //! `GET /bytes/<n>` answers with `n` bytes. Every response closes its
 //! connection. The server counts requests in progress and remembers the
 //! most at once.
@@ -13,17 +13,15 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use greenhouse::net::StreamServer;
+use greenhouse::sync::Event;
 
 /// How long a `/gather/<n>` request waits for the others at most.
 pub const GATHER_LIMIT: Duration = Duration::from_secs(30);
-
-/// Set when a `/gather/<n>` request gave up waiting.
-static GAVE_UP: AtomicBool = AtomicBool::new(false);
 
 /// A running server (it lives until the process exits).
 pub struct HttpServer {
@@ -40,8 +38,10 @@ impl HttpServer {
         let (tx, rx) = mpsc::channel();
         let (now, most) = (in_flight.clone(), peak.clone());
         std::thread::spawn(move || {
+            // Set when a `/gather/<n>` request saw `n` at once or gave up.
+            let gathered = Event::new();
             let server = StreamServer::bind("127.0.0.1:0", move |conn, _| {
-                let _ = serve(&conn, &now, &most);
+                let _ = serve(&conn, &now, &most, &gathered);
             });
             let server = match server.and_then(|s| s.start().map(|()| s)) {
                 Ok(s) => s,
@@ -76,6 +76,7 @@ fn serve(
     conn: &greenhouse::net::TcpStream,
     in_flight: &AtomicUsize,
     peak: &AtomicUsize,
+    gathered: &Event,
 ) -> io::Result<()> {
     let mut reader = BufReader::new(conn);
     let mut request_line = String::new();
@@ -97,13 +98,12 @@ fn serve(
         // Overlap by construction rather than by timing: on a loaded
         // machine the last of 100 requests can arrive after the first
         // has waited 200 ms, but it always arrives while these wait.
-        let n: usize = n.parse().unwrap_or(0);
-        let start = Instant::now();
-        while peak.load(Ordering::SeqCst) < n && !GAVE_UP.load(Ordering::SeqCst) {
-            if start.elapsed() >= GATHER_LIMIT {
-                GAVE_UP.store(true, Ordering::SeqCst);
-            }
-            greenhouse::sleep(Duration::from_millis(1)).ok();
+        if now >= n.parse().unwrap_or(0) {
+            gathered.set();
+        }
+        // Giving up releases every later request too.
+        if gathered.wait_timeout(GATHER_LIMIT) != Ok(true) {
+            gathered.set();
         }
         (
             "200 OK",

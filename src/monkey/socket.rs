@@ -183,26 +183,13 @@ fn transfer(
     continue_transfer(fd, interest, total, keep_going, saved, r, attempt)
 }
 
-/// [`transfer`] for the calls that also take fds that are not sockets
-/// (`read`, `write`, `readv`, `writev`): `attempt` uses the socket call;
-/// if the fd turns out not to be a socket (`ENOTSOCK`), errno is restored
-/// and `otherwise` makes the caller's own call, untouched.
-fn transfer_or(
-    fd: c_int,
-    interest: Interest,
-    total: usize,
-    keep_going: bool,
-    saved: c_int,
-    mut attempt: impl FnMut(usize) -> ssize_t,
-    otherwise: impl FnOnce() -> ssize_t,
-) -> ssize_t {
-    let mut not_socket = false;
-    let r = transfer(fd, interest, total, keep_going, saved, |done| {
-        let r = attempt(done);
-        not_socket = r < 0 && errno() == ENOTSOCK;
-        r
-    });
-    if not_socket {
+/// For the calls that also take fds that are not sockets (`read`, `write`,
+/// `readv`, `writev`): `r` is the result of their socket-call [`transfer`];
+/// if the fd turned out not to be a socket (`ENOTSOCK`, which only the
+/// first try can meet, as nothing was moved), errno is restored and
+/// `otherwise` makes the caller's own call, untouched.
+fn or_not_socket(r: ssize_t, saved: c_int, otherwise: impl FnOnce() -> ssize_t) -> ssize_t {
+    if r < 0 && errno() == ENOTSOCK {
         set_errno(saved);
         return otherwise();
     }
@@ -486,7 +473,7 @@ unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t
         return unsafe { real::read(fd, buf, count) };
     }
     let saved = errno();
-    transfer_or(
+    let r = transfer(
         fd,
         Interest::Read,
         count,
@@ -494,9 +481,9 @@ unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t
         saved,
         // SAFETY: the rest of the caller's buffer.
         |done| unsafe { real::recv(fd, at(buf, done), count - done, MSG_DONTWAIT) },
-        // SAFETY: the caller's arguments, unchanged.
-        || unsafe { real::read(fd, buf, count) },
-    )
+    );
+    // SAFETY: the caller's arguments, unchanged.
+    or_not_socket(r, saved, || unsafe { real::read(fd, buf, count) })
 }
 
 /// Hooked `write(2)`: on a socket, a cooperative `send` (which raises
@@ -511,7 +498,7 @@ unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
         return unsafe { real::write(fd, buf, count) };
     }
     let saved = errno();
-    transfer_or(
+    let r = transfer(
         fd,
         Interest::Write,
         count,
@@ -519,9 +506,9 @@ unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
         saved,
         // SAFETY: the rest of the caller's buffer.
         |done| unsafe { real::send(fd, at(buf.cast_mut(), done), count - done, MSG_DONTWAIT) },
-        // SAFETY: the caller's arguments, unchanged.
-        || unsafe { real::write(fd, buf, count) },
-    )
+    );
+    // SAFETY: the caller's arguments, unchanged.
+    or_not_socket(r, saved, || unsafe { real::write(fd, buf, count) })
 }
 
 /// Hooked `readv(2)`.
@@ -536,7 +523,7 @@ unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize
     }
     let saved = errno();
     let mut m = plain_msg(iov, iovcnt as usize);
-    transfer_or(
+    let r = transfer(
         fd,
         Interest::Read,
         0,
@@ -544,9 +531,9 @@ unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize
         saved,
         // SAFETY: a header over the caller's iovecs.
         |_| unsafe { real::recvmsg(fd, &raw mut m, MSG_DONTWAIT) },
-        // SAFETY: the caller's arguments, unchanged.
-        || unsafe { real::readv(fd, iov, iovcnt) },
-    )
+    );
+    // SAFETY: the caller's arguments, unchanged.
+    or_not_socket(r, saved, || unsafe { real::readv(fd, iov, iovcnt) })
 }
 
 /// Hooked `writev(2)`.
@@ -563,7 +550,7 @@ unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssiz
     let m = plain_msg(iov, iovcnt as usize);
     // SAFETY: `iovcnt` valid iovecs (libc's contract).
     let total = unsafe { iov_total(iov, iovcnt as usize) };
-    transfer_or(
+    let r = transfer(
         fd,
         Interest::Write,
         total,
@@ -571,9 +558,9 @@ unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssiz
         saved,
         // SAFETY: a header over the caller's iovecs.
         |done| unsafe { sendmsg_rest(fd, &raw const m, MSG_DONTWAIT, done) },
-        // SAFETY: the caller's arguments, unchanged.
-        || unsafe { real::writev(fd, iov, iovcnt) },
-    )
+    );
+    // SAFETY: the caller's arguments, unchanged.
+    or_not_socket(r, saved, || unsafe { real::writev(fd, iov, iovcnt) })
 }
 
 /// Hooked `accept4(2)`: parks until a connection is pending, then accepts
