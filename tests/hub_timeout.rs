@@ -31,8 +31,12 @@ fn ten_thousand_sleepers_wake_in_deadline_order() {
         .map(|(i, &d)| {
             let w = woke.clone();
             spawn(move || {
+                // Under a slow build (a sanitizer) a greenlet may only get
+                // to park after its deadline: it then returns at once, which
+                // says nothing about timer order. Such wakes are left out.
+                let late = Instant::now() >= d;
                 sleep_until(d).unwrap();
-                w.borrow_mut().push((i, Instant::now()));
+                w.borrow_mut().push((i, late, Instant::now()));
             })
         })
         .collect();
@@ -41,6 +45,7 @@ fn ten_thousand_sleepers_wake_in_deadline_order() {
     }
     let woke = woke.borrow();
     assert_eq!(woke.len(), N);
+    let woke: Vec<_> = woke.iter().filter(|w| !w.1).map(|w| (w.0, w.2)).collect();
     for pair in woke.windows(2) {
         let (a, b) = (pair[0].0, pair[1].0);
         assert!(

@@ -1,10 +1,32 @@
 //! The greenlet record ([`Inner`]) and the per-thread context that knows
 //! which greenlet is running.
 //!
+//! # Ownership
+//!
+//! Who keeps a record alive, and why no reference can dangle:
+//!
+//! - **Main** is owned by the thread context ([`Ctx`]) for the thread's life.
+//! - **A started, unfinished greenlet owns itself**: the first thing its
+//!   body does on its own stack is take a strong `Rc` to its record
+//!   (`create` in `mod.rs`), and that frame lives until the body returns.
+//!   So while the greenlet has frames, its record cannot be freed, whoever
+//!   drops what. A frame that holds `&Inner` across a suspension (the
+//!   trampoline's `suspend`) is below that `Rc` on the same stack.
+//! - **A record without frames** (not started, or dead) is owned by whoever
+//!   holds an `Rc`: handles, the hub's queues and tokens, `drive`.
+//! - A suspended greenlet whose every [`Handle`] is gone (user handles and
+//!   children's parent links) can never be switched to again. It is
+//!   *doomed*: queued here, and the trampoline raises `GreenletExit` in it
+//!   at the next point where nobody was handed control (`drive`, before it
+//!   asks the hub who runs next). Nothing frees it meanwhile (it owns
+//!   itself); it is freed after it dies.
+//! - A coroutine is only dropped when it is finished or never started
+//!   (`bury`, or the record's last `Rc`): corosensei's forced unwind of a
+//!   suspended coroutine never runs.
+//!
 //! **Architecture Invariant:** `CURRENT` always points at a live `Inner`:
-//! either this thread's main greenlet (owned by [`Ctx`]) or the greenlet the
-//! trampoline is resuming (kept alive by the trampoline's own reference for
-//! the whole resume).
+//! main's (owned by [`Ctx`]) or the greenlet the trampoline is resuming
+//! (owned by its own frame and by the trampoline's reference).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -49,11 +71,18 @@ pub(crate) struct Inner {
     /// The type the greenlet waits for while `NotStarted` or `Suspended`.
     pub(crate) expects: Cell<Expect>,
     /// `None` for main and for spawned greenlets (their parent is the hub).
-    pub(crate) parent: RefCell<Option<Rc<Inner>>>,
+    /// A counted [`Handle`]: a child can deliver its result here, so the
+    /// parent is reachable while the child exists.
+    pub(crate) parent: RefCell<Option<Handle>>,
+    /// Live [`Handle`]s: user handles and children's parent links. The
+    /// trampoline's, the hub's and the greenlet's own references are not
+    /// counted: they do not make it reachable by `switch`.
+    pub(crate) handles: Cell<usize>,
+    /// Killed because it became unreachable: its outcome goes to nobody.
+    pub(crate) reaped: Cell<bool>,
     pub(crate) coro: RefCell<Option<Coro>>,
     /// Set by the body on first resume; valid while the coroutine lives.
     pub(crate) yielder: Cell<*const Yielder<(), Option<Rc<Inner>>>>,
-    pub(crate) stack_size: usize,
     /// Its inbox: the message it will find when it is next resumed.
     pub(crate) pending: Cell<Msg>,
     /// Bumped at every park; wake tokens carry the value they were made for.
@@ -74,9 +103,8 @@ impl Inner {
     pub(crate) fn new(
         name: Option<Box<str>>,
         spawned: bool,
-        parent: Option<Rc<Inner>>,
+        parent: Option<Handle>,
         expects: Expect,
-        stack_size: usize,
     ) -> Self {
         Inner {
             id: next_id(),
@@ -86,9 +114,10 @@ impl Inner {
             state: Cell::new(State::NotStarted),
             expects: Cell::new(expects),
             parent: RefCell::new(parent),
+            handles: Cell::new(0),
+            reaped: Cell::new(false),
             coro: RefCell::new(None),
             yielder: Cell::new(std::ptr::null()),
-            stack_size,
             pending: Cell::new(Msg::Empty),
             park_gen: Cell::new(0),
             deadlines: RefCell::new(Vec::new()),
@@ -110,7 +139,7 @@ impl Inner {
     }
 
     fn new_main() -> Self {
-        let mut inner = Inner::new(Some("main".into()), false, None, Expect::of::<()>(), 0);
+        let mut inner = Inner::new(Some("main".into()), false, None, Expect::of::<()>());
         inner.is_main = true;
         inner.state.set(State::Running);
         inner
@@ -150,48 +179,108 @@ impl Inner {
         self.state.get() == State::Dead
     }
 
-    /// Makes this greenlet `Dead` and releases its stack.
+    /// Makes this greenlet `Dead` and releases its stack. Called by the
+    /// trampoline after the coroutine returned.
     pub(crate) fn bury(&self) {
         self.state.set(State::Dead);
         self.yielder.set(std::ptr::null());
         let coro = self.coro.borrow_mut().take();
-        drop(coro);
+        match coro {
+            // Dropping a suspended coroutine would force-unwind frames that
+            // own this very record (see Ownership); never do that.
+            Some(c) if c.started() && !c.done() => std::mem::forget(c),
+            c => drop(c),
+        }
         self.deadlines.borrow_mut().clear();
         self.drop_locals();
     }
 }
 
-impl Drop for Inner {
+/// A counted reference to a greenlet: what [`Greenlet`](super::Greenlet)
+/// handles and parent links hold. When the last one goes while the
+/// greenlet is suspended in a switch, it is doomed (see Ownership).
+pub(crate) struct Handle(Rc<Inner>);
+
+impl Handle {
+    pub(crate) fn new(g: Rc<Inner>) -> Handle {
+        g.handles.set(g.handles.get() + 1);
+        Handle(g)
+    }
+
+    #[inline]
+    pub(crate) fn rc(&self) -> &Rc<Inner> {
+        &self.0
+    }
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        Handle::new(self.0.clone())
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Inner;
+    #[inline]
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
     fn drop(&mut self) {
-        let Some(coro) = self.coro.get_mut().take() else {
-            return;
-        };
-        if !coro.started() || coro.done() {
-            return; // Never ran, or finished: dropping is cheap and local.
-        }
-        // Suspended with live frames: hand it to the hub, which raises
-        // GreenletExit in it from a proper scheduling point. During thread
-        // teardown there is no hub any more: abandon it (no destructors run,
-        // like an OS thread at process exit).
-        let orphan = Inner::new(
-            self.name.take(),
-            true,
-            None,
-            self.expects.get(),
-            self.stack_size,
-        );
-        orphan.yielder.set(self.yielder.get());
-        *orphan.coro.borrow_mut() = Some(coro);
-        orphan.state.set(State::Suspended);
-        match scheduler() {
-            Some(s) => s.adopt(Rc::new(orphan)),
-            None => {
-                let coro = orphan.coro.borrow_mut().take();
-                std::mem::forget(coro);
-                std::mem::forget(orphan);
-            }
+        let n = self.0.handles.get() - 1;
+        self.0.handles.set(n);
+        if n == 0 && self.0.state.get() == State::Suspended {
+            doom(&self.0);
         }
     }
+}
+
+/// Queues a greenlet that nobody can switch to any more, to be killed by
+/// the trampoline at its next scheduling point.
+pub(crate) fn doom(g: &Rc<Inner>) {
+    if g.is_main {
+        return;
+    }
+    let queued = DOOMED.try_with(|d| d.borrow_mut().push(g.clone()));
+    if queued.is_ok() {
+        HAS_DOOMED.with(|f| f.set(true));
+    }
+    // During thread teardown there is nothing left to run it: it stays
+    // suspended, owning itself (leaked, like an OS thread at process exit).
+}
+
+/// The next doomed greenlet that is still unreachable and suspended, with
+/// `GreenletExit` in its inbox and its outcome bound for nobody.
+#[inline]
+pub(crate) fn take_doomed() -> Option<Rc<Inner>> {
+    if !HAS_DOOMED.with(Cell::get) {
+        return None;
+    }
+    take_doomed_slow()
+}
+
+#[cold]
+fn take_doomed_slow() -> Option<Rc<Inner>> {
+    DOOMED
+        .try_with(|d| {
+            let mut d = d.borrow_mut();
+            while let Some(g) = d.pop() {
+                if g.handles.get() == 0 && g.state.get() == State::Suspended {
+                    if d.is_empty() {
+                        HAS_DOOMED.with(|f| f.set(false));
+                    }
+                    g.reaped.set(true);
+                    g.put_msg(Msg::Throw);
+                    return Some(g);
+                }
+            }
+            HAS_DOOMED.with(|f| f.set(false));
+            None
+        })
+        .ok()
+        .flatten()
 }
 
 /// Builds an `Inner` directly in its `Rc` allocation (a plain `Rc::new`
@@ -224,7 +313,6 @@ struct Ctx {
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        TEARDOWN.with(|t| t.set(true));
         CURRENT.with(|c| c.set(std::ptr::null()));
         MAIN.with(|m| m.set(std::ptr::null()));
         SCHED.with(|s| s.set(None));
@@ -243,8 +331,10 @@ thread_local! {
     /// The installed scheduler, for the trampoline's hot path. Points into
     /// the `Rc` that `Ctx::sched` owns; cleared before that `Rc` is dropped.
     static SCHED: Cell<Option<*const dyn Schedule>> = const { Cell::new(None) };
-    /// Set once this thread's context is being destroyed.
-    static TEARDOWN: Cell<bool> = const { Cell::new(false) };
+    /// Greenlets to kill at the next scheduling point (see [`doom`]).
+    static DOOMED: RefCell<Vec<Rc<Inner>>> = const { RefCell::new(Vec::new()) };
+    /// Whether `DOOMED` may be non-empty (read on every trampoline step).
+    static HAS_DOOMED: Cell<bool> = const { Cell::new(false) };
     /// True while the trampoline itself (not greenlet or main code) runs.
     static IN_SCHEDULER: Cell<bool> = const { Cell::new(false) };
     static CTX: Ctx = {
@@ -368,18 +458,6 @@ pub(crate) fn in_scheduler() -> bool {
 
 pub(crate) fn set_in_scheduler(on: bool) {
     IN_SCHEDULER.with(|f| f.set(on));
-}
-
-pub(crate) fn tearing_down() -> bool {
-    TEARDOWN.with(Cell::get)
-}
-
-/// The scheduler installed by the hub, if any (and if the thread is not exiting).
-pub(crate) fn scheduler() -> Option<Rc<dyn Schedule>> {
-    if tearing_down() {
-        return None;
-    }
-    CTX.try_with(|c| c.sched.borrow().clone()).ok().flatten()
 }
 
 /// Runs `f` with the installed scheduler, without touching its reference

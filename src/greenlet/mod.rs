@@ -23,8 +23,8 @@ use corosensei::{Coroutine, Yielder};
 #[cfg(feature = "monkey")]
 pub(crate) use inner::may_park;
 pub(crate) use inner::{
-    Inner, State, current_is_spawned, current_ptr, current_rc, in_scheduler, install_scheduler,
-    main_rc, next_id, tearing_down, with_current,
+    Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler, main_rc,
+    next_id, with_current,
 };
 pub use payload::GreenletExit;
 pub(crate) use payload::{Expect, Msg, Outcome, Wake};
@@ -35,9 +35,15 @@ use crate::stack;
 
 /// A greenlet: a closure with its own stack that you switch into and out of.
 ///
-/// Cloning a `Greenlet` clones the handle, not the greenlet. Dropping the
-/// last handle of a suspended greenlet unwinds it with [`GreenletExit`]
-/// (its destructors run) before the drop returns.
+/// Cloning a `Greenlet` clones the handle, not the greenlet. When the last
+/// handle of a greenlet suspended in a switch is dropped (and no child of
+/// it still exists, since a child's result goes to its parent), nothing can
+/// switch to it again: [`GreenletExit`] is raised in it the next time the
+/// hub gets control on this thread (any greenlet blocks, sleeps or
+/// yields; [`yield_now`](crate::yield_now) is enough), so its destructors
+/// run; its outcome goes to nobody. If it catches the exit and suspends in
+/// a switch again while unreachable, it is killed again. Use
+/// [`throw`](Greenlet::throw) to kill it at a moment of your choosing.
 ///
 /// # Send
 /// `Greenlet` is neither `Send` nor `Sync`: a greenlet belongs to the thread
@@ -64,7 +70,7 @@ use crate::stack;
 /// ```
 #[derive(Clone)]
 pub struct Greenlet {
-    inner: Rc<Inner>,
+    inner: Handle,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -79,7 +85,7 @@ impl fmt::Debug for Greenlet {
 
 impl PartialEq for Greenlet {
     fn eq(&self, other: &Self) -> bool {
-        Rc::ptr_eq(&self.inner, &other.inner)
+        Rc::ptr_eq(self.inner.rc(), other.inner.rc())
     }
 }
 
@@ -96,13 +102,15 @@ pub(crate) fn create(
     let stack = stack::take(stack_size)?;
     let inner = inner::new_rc(make);
     let coro = Coroutine::with_stack(stack, move |y: &Yielder<(), Option<Rc<Inner>>>, ()| {
-        let first = with_current(|c| {
-            c.yielder.set(y as *const _);
-            c.take_msg()
-        });
+        // The greenlet owns its record while it has frames (inner.rs,
+        // Ownership): this reference lives until the body has returned.
+        let me = current_rc();
+        me.yielder.set(y as *const _);
+        let first = me.take_msg();
         let outcome = body(first);
         // Locals die with the greenlet, on its own stack.
-        with_current(Inner::drop_locals);
+        me.drop_locals();
+        drop(me);
         outcome
     });
     *inner.coro.borrow_mut() = Some(coro);
@@ -160,8 +168,8 @@ impl Greenlet {
         R: 'static,
         F: FnOnce(A) -> R + 'static,
     {
-        let parent = current_rc();
-        let record = move || Inner::new(None, false, Some(parent), Expect::of::<A>(), stack_size);
+        let parent = Handle::new(current_rc());
+        let record = move || Inner::new(None, false, Some(parent), Expect::of::<A>());
         let inner = create(record, stack_size, move |first| {
             let arg = match first {
                 Msg::Throw => return Outcome::Exited,
@@ -183,14 +191,14 @@ impl Greenlet {
 
     pub(crate) fn from_inner(inner: Rc<Inner>) -> Greenlet {
         Greenlet {
-            inner,
+            inner: Handle::new(inner),
             _not_send: PhantomData,
         }
     }
 
     /// The record behind this handle.
     pub(crate) fn inner(&self) -> &Rc<Inner> {
-        &self.inner
+        self.inner.rc()
     }
 
     /// The greenlet that is running now (the main greenlet outside any other).
@@ -252,7 +260,7 @@ impl Greenlet {
     /// assert_eq!(g.switch::<u32, u32>(8), Err(Error::Dead));
     /// ```
     pub fn switch<T: 'static, R: 'static>(&self, value: T) -> Result<R, Error> {
-        let target = &self.inner;
+        let target = self.inner.rc();
         let me = with_current(|c| c as *const Inner);
         if std::ptr::eq(me, Rc::as_ptr(target)) {
             let mut slot = Some(value);
@@ -278,11 +286,17 @@ impl Greenlet {
     #[inline(always)]
     fn deliver<R: 'static>(&self, msg: Msg) -> Msg {
         self.inner.put_msg(msg);
-        with_current(|c| {
+        let unreachable = with_current(|c| {
             c.expects.set(Expect::of::<R>());
             c.state.set(State::Suspended);
+            c.handles.get() == 0 && !c.is_main
         });
-        suspend(Some(self.inner.clone()))
+        if unreachable {
+            // Nobody can switch back to us: we die at the next scheduling
+            // point instead of waiting forever (inner.rs, Ownership).
+            inner::doom(&current_rc());
+        }
+        suspend(Some(self.inner.rc().clone()))
     }
 
     /// Raises [`GreenletExit`] in this greenlet at its suspension point and
@@ -319,8 +333,7 @@ impl Greenlet {
     /// assert!(dropped.get() && g.is_dead());
     /// ```
     pub fn throw<R: 'static>(&self) -> Result<R, Error> {
-        let target = &self.inner;
-        if current_ptr() == Rc::as_ptr(target) {
+        if current_ptr() == Rc::as_ptr(self.inner.rc()) {
             panic::resume_unwind(Box::new(GreenletExit));
         }
         self.check_target()?;
@@ -346,7 +359,8 @@ impl Greenlet {
     /// assert_eq!(g.parent(), Some(Greenlet::main()));
     /// ```
     pub fn parent(&self) -> Option<Greenlet> {
-        self.inner.parent.borrow().clone().map(Greenlet::from_inner)
+        let p = self.inner.parent.borrow().as_ref().map(|h| h.rc().clone());
+        p.map(Greenlet::from_inner)
     }
 
     /// Makes `parent` this greenlet's parent.
@@ -373,14 +387,15 @@ impl Greenlet {
         if self.inner.spawned {
             return Err(Error::Invalid("a spawned greenlet's parent is the hub"));
         }
-        let mut p = Some(parent.inner.clone());
+        let mut p = Some(parent.inner.rc().clone());
         while let Some(cur) = p {
-            if Rc::ptr_eq(&cur, &self.inner) {
+            if Rc::ptr_eq(&cur, self.inner.rc()) {
                 return Err(Error::ParentCycle);
             }
-            p = cur.parent.borrow().clone();
+            p = cur.parent.borrow().as_ref().map(|h| h.rc().clone());
         }
-        *self.inner.parent.borrow_mut() = Some(parent.inner.clone());
+        let old = self.inner.parent.replace(Some(parent.inner.clone()));
+        drop(old); // may doom the old parent: after the borrow ends
         Ok(())
     }
 
@@ -431,27 +446,5 @@ impl Greenlet {
     /// ```
     pub fn name(&self) -> String {
         self.inner.name()
-    }
-}
-
-impl Drop for Greenlet {
-    fn drop(&mut self) {
-        // Last handle of a greenlet suspended in a switch: unwind it now,
-        // as its parent, so its destructors have run when drop returns.
-        if Rc::strong_count(&self.inner) != 1
-            || self.inner.state.get() != State::Suspended
-            || in_scheduler()
-            || tearing_down()
-        {
-            return;
-        }
-        let me = current_rc();
-        let old_parent = self.inner.parent.replace(Some(me));
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| self.throw::<()>()));
-        if !self.inner.is_dead() {
-            // It caught GreenletExit and switched back: leave it to the hub
-            // (Inner's drop adopts it and keeps unwinding it).
-            *self.inner.parent.borrow_mut() = old_parent;
-        }
     }
 }

@@ -25,10 +25,6 @@ pub(crate) trait Schedule {
     /// nothing can ever become ready again (deadlock).
     fn next(&self) -> Option<Rc<Inner>>;
 
-    /// Takes ownership of a suspended greenlet whose last handle was dropped,
-    /// to unwind it with `GreenletExit` from a scheduling point.
-    fn adopt(&self, orphan: Rc<Inner>);
-
     /// A finished greenlet's outcome had nobody to go to.
     fn unhandled(&self, dead: &Inner, outcome: Outcome);
 }
@@ -39,7 +35,10 @@ pub(crate) trait Schedule {
 #[inline(always)]
 pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     let cur = inner::current_ptr();
-    // SAFETY: CURRENT is live (inner.rs invariant).
+    // SAFETY: CURRENT is live (inner.rs invariant), and stays live across
+    // the suspension below: a non-main greenlet's record is owned by its
+    // own body frame, which is below this one on the same stack (inner.rs,
+    // Ownership); main's is owned by the thread context.
     let cur = unsafe { &*cur };
     if cur.is_main {
         return drive(target);
@@ -56,12 +55,18 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
 
 /// The trampoline loop, on main's stack. Resumes greenlets until one hands
 /// control to main, and returns main's message.
+///
+/// When nobody was handed control (a greenlet parked, yielded or finished
+/// into the hub), the doomed greenlets are killed first (inner.rs,
+/// Ownership): this is the scheduling point where no switched value is in
+/// flight and no greenlet waits to be resumed, so running them disturbs
+/// nobody.
 fn drive(mut next: Option<Rc<Inner>>) -> Msg {
     let main = inner::main_ptr();
     let outer = inner::in_scheduler();
     inner::set_in_scheduler(true);
     loop {
-        let g = match next.take() {
+        let g = match next.take().or_else(inner::take_doomed) {
             Some(g) => g,
             None => match inner::with_scheduler(|s| s.and_then(|s| s.next())) {
                 Some(g) => g,
@@ -114,22 +119,24 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
 
 /// Buries a finished greenlet and finds who receives its outcome: the
 /// nearest live ancestor waiting in a `switch` (or not started yet). A
-/// spawned greenlet, or one whose ancestors are all dead or blocked in the
-/// hub, hands its outcome to the hub.
+/// spawned greenlet, one killed because it was unreachable, or one whose
+/// ancestors are all dead or blocked in the hub, hands its outcome to the
+/// hub.
 fn finish(g: &Rc<Inner>, outcome: Outcome) -> Option<Rc<Inner>> {
     g.bury();
     if let Outcome::Done = outcome {
         return None; // a spawned greenlet already delivered its result
     }
-    let mut parent = g.parent.borrow().clone();
-    if !g.spawned {
+    let up = |g: &Inner| g.parent.borrow().as_ref().map(|h| h.rc().clone());
+    let mut parent = up(g);
+    if !g.spawned && !g.reaped.get() {
         while let Some(p) = parent {
             match p.state.get() {
                 State::Suspended | State::NotStarted => {
                     p.put_msg(outcome.into_msg());
                     return Some(p);
                 }
-                State::Dead => parent = p.parent.borrow().clone(),
+                State::Dead => parent = up(&p),
                 _ => break,
             }
         }

@@ -19,7 +19,7 @@ pub(crate) mod timeout;
 pub(crate) mod timers;
 pub(crate) mod watcher;
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -45,8 +45,6 @@ pub(crate) struct Hub {
     pub(crate) reactor: Reactor,
     /// Greenlets left to run in the current tick.
     budget: Cell<usize>,
-    /// Suspended greenlets whose last handle was dropped; to be killed.
-    orphans: RefCell<Vec<Rc<Inner>>>,
     /// The inbox for other threads, created with the first `HubHandle`.
     remote: OnceCell<Arc<Remote>>,
     /// Greenlets waiting for another thread's `RemoteWaker`.
@@ -72,7 +70,6 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
                 timers: Timers::default(),
                 reactor: Reactor::new(),
                 budget: Cell::new(0),
-                orphans: RefCell::new(Vec::new()),
                 remote: OnceCell::new(),
                 remote_waits: RemoteWaits::default(),
             });
@@ -149,12 +146,6 @@ impl Hub {
 impl Schedule for Hub {
     fn next(&self) -> Option<Rc<Inner>> {
         loop {
-            if !self.orphans.borrow().is_empty() {
-                let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
-                for o in orphans {
-                    scheduler::throw_into(&self.ready, &o);
-                }
-            }
             if self.budget.get() > 0 {
                 if let Some(g) = self.ready.pop() {
                     self.budget.set(self.budget.get() - 1);
@@ -183,10 +174,6 @@ impl Schedule for Hub {
         }
     }
 
-    fn adopt(&self, orphan: Rc<Inner>) {
-        self.orphans.borrow_mut().push(orphan);
-    }
-
     fn unhandled(&self, dead: &Inner, outcome: Outcome) {
         if let Outcome::Panicked(p) = &outcome {
             crate::error::report_unhandled(&dead.name(), p.as_ref());
@@ -200,7 +187,6 @@ impl Drop for Hub {
         self.ready.clear();
         self.timers.clear();
         self.reactor.clear();
-        self.orphans.borrow_mut().clear();
         if let Some(r) = self.remote.get() {
             r.close();
         }

@@ -173,7 +173,7 @@ where
     let st = state.clone();
     let name = b.name.map(String::into_boxed_str);
     let stack_size = b.stack_size;
-    let record = move || Inner::new(name, true, None, Expect::of::<()>(), stack_size);
+    let record = move || Inner::new(name, true, None, Expect::of::<()>());
     let inner = greenlet::create(record, stack_size, move |first| {
         let killed = matches!(first, Msg::Throw);
         first.discard();
@@ -212,7 +212,7 @@ where
         }
     }
     Ok(JoinHandle {
-        g: inner,
+        g: Greenlet::from_inner(inner),
         state,
         _not_send: PhantomData,
     })
@@ -294,7 +294,9 @@ fn report_if_panicked<T>(result: &Result<T, Error>) {
 /// std::thread::spawn(move || h.join());
 /// ```
 pub struct JoinHandle<T> {
-    g: Rc<Inner>,
+    /// Counted: a greenlet suspended in a switch stays reachable while
+    /// its join handle exists.
+    g: Greenlet,
     state: Rc<JoinState<T>>,
     _not_send: PhantomData<*const ()>,
 }
@@ -310,13 +312,13 @@ impl<T> fmt::Debug for JoinHandle<T> {
 
 impl<T> JoinHandle<T> {
     fn failed(e: Error) -> JoinHandle<T> {
-        let g = Rc::new(Inner::new(None, true, None, Expect::of::<()>(), 0));
+        let g = Rc::new(Inner::new(None, true, None, Expect::of::<()>()));
         g.state.set(State::Dead);
         let state = Rc::new(JoinState::new());
         *state.result.borrow_mut() = Some(Err(e));
         state.done.set(true);
         JoinHandle {
-            g,
+            g: Greenlet::from_inner(g),
             state,
             _not_send: PhantomData,
         }
@@ -378,7 +380,7 @@ impl<T> JoinHandle<T> {
         if self.state.done.get() {
             return Ok(());
         }
-        if greenlet::current_ptr() == Rc::as_ptr(&self.g) {
+        if greenlet::current_ptr() == Rc::as_ptr(self.g.inner()) {
             return Err(Error::Invalid("a greenlet cannot join itself"));
         }
         let done = &self.state.done;
@@ -414,7 +416,7 @@ impl<T> JoinHandle<T> {
     /// Raises [`GreenletExit`] in the greenlet without waiting for it to die.
     pub fn kill_nowait(&self) {
         if !self.state.done.get() {
-            kill_nowait(&self.g);
+            kill_nowait(self.g.inner());
         }
     }
 
@@ -475,7 +477,7 @@ impl<T> JoinHandle<T> {
 
     /// A [`Greenlet`] handle to the same greenlet.
     pub fn greenlet(&self) -> Greenlet {
-        Greenlet::from_inner(self.g.clone())
+        self.g.clone()
     }
 }
 

@@ -225,7 +225,10 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
         Err(p) if p.is::<GreenletExit>() => Err(Waited::Killed),
         Err(_) => {
             // Parking raises nothing else; unwinding further is not allowed.
-            eprintln!("greenhouse: unexpected panic inside a patched libc call; aborting");
+            // Raw write: std's stderr would call the hooked `write`.
+            crate::stack::write_stderr(
+                b"greenhouse: unexpected panic inside a patched libc call; aborting\n",
+            );
             std::process::abort()
         }
     };

@@ -20,6 +20,8 @@ mod slab;
 use std::cell::RefCell;
 use std::io;
 
+#[cfg(feature = "monkey")]
+pub(crate) use overflow::write_stderr;
 pub(crate) use overflow::{ensure_thread_ready, fmt_usize, set_name_hook};
 pub(crate) use slab::page_size;
 

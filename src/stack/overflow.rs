@@ -6,7 +6,9 @@
 //! handler that was installed before (Rust's own, or the default action).
 //!
 //! Everything the handler touches is async-signal-safe: an append-only list
-//! of slabs (atomics), a name hook that copies bytes, and `write`/`abort`.
+//! of slabs (atomics), a name hook that copies bytes from `const`
+//! thread-locals, a raw `SYS_write` system call (never `libc::write`,
+//! which the `monkey` feature replaces with a hook), and `abort`.
 
 use std::cell::Cell;
 use std::ptr;
@@ -73,9 +75,15 @@ fn guard_hit(addr: usize) -> Option<usize> {
 
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
-fn write_stderr(bytes: &[u8]) {
-    // SAFETY: write(2) is async-signal-safe; the buffer is valid.
-    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+/// Writes to stderr with a raw `write` system call: async-signal-safe in
+/// every build. Never through `libc::write`, which the `monkey` feature
+/// replaces with a hook that may look symbols up or even park the
+/// greenlet. Also what the hooks use for their own diagnostics, so that
+/// they never re-enter themselves.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    // SAFETY: SYS_write with a valid buffer and its length; the kernel
+    // only reads it. Nothing else is touched (no errno, no locks).
+    unsafe { libc::syscall(libc::SYS_write, 2, bytes.as_ptr(), bytes.len()) };
 }
 
 /// Formats `n` in decimal into the end of `buf`, without allocating (safe
