@@ -3,12 +3,17 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
+use std::sync::{Arc, Mutex};
 
 /// Everything that can go wrong when switching, joining or blocking.
 ///
 /// I/O operations report these through [`io::Error`] (see the `From` impl);
 /// greenlet and hub operations return them directly.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Equality compares what an error says: two `Panicked` are equal when they
+/// carry the same payload, two `Spawn` when their `io::Error`s have the same
+/// kind and message.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The greenlet has finished; it cannot be switched to or thrown into.
@@ -34,19 +39,25 @@ pub enum Error {
     /// The greenlet was killed (died of [`GreenletExit`](crate::GreenletExit)).
     Killed,
     /// The greenlet panicked; `message` holds the panic message and location.
+    /// [`Error::into_panic`] gives back the payload, to
+    /// [`resume_unwind`](std::panic::resume_unwind) it.
     Panicked {
         /// The greenlet's name.
         name: String,
         /// The panic message, with its source location when known.
         message: String,
+        /// The panic's own payload.
+        payload: PanicPayload,
     },
     /// Nothing can ever wake the caller: no greenlet is ready, no timer is
     /// pending and nobody waits for IO (gevent's `LoopExit`).
     Deadlock,
     /// The result was already taken by an earlier join.
     ResultTaken,
-    /// A greenlet could not be created (no memory or map entries for its stack).
-    Spawn(String),
+    /// A greenlet (or a blocking-pool worker) could not be created: no
+    /// memory or map entries for its stack, or no thread. The OS error is
+    /// also the error's [`source`](std::error::Error::source).
+    Spawn(Arc<io::Error>),
     /// The hub behind a [`HubHandle`](crate::HubHandle) is gone: its thread
     /// has exited, so it will run nothing more.
     HubClosed,
@@ -69,7 +80,9 @@ impl fmt::Display for Error {
             Error::Invalid(why) => f.write_str(why),
             Error::TimedOut => f.write_str("timed out"),
             Error::Killed => f.write_str("the greenlet was killed"),
-            Error::Panicked { name, message } => write!(f, "greenlet '{name}' panicked: {message}"),
+            Error::Panicked { name, message, .. } => {
+                write!(f, "greenlet '{name}' panicked: {message}")
+            }
             Error::Deadlock => f.write_str(
                 "this operation would block forever: nothing is ready, scheduled or waiting for IO",
             ),
@@ -80,14 +93,107 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        use Error::*;
+        match (self, other) {
+            (
+                WrongType {
+                    expected: a,
+                    found: b,
+                },
+                WrongType {
+                    expected: c,
+                    found: d,
+                },
+            ) => a == c && b == d,
+            (Invalid(a), Invalid(b)) => a == b,
+            (Panicked { payload: a, .. }, Panicked { payload: b, .. }) => a == b,
+            (Spawn(a), Spawn(b)) => a.kind() == b.kind() && a.to_string() == b.to_string(),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for Error {}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Spawn(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// The payload of a greenlet's panic, to raise it again with
+    /// [`resume_unwind`](std::panic::resume_unwind) (tokio's
+    /// `JoinError::into_panic`). `None` for any other error.
+    ///
+    /// Clones of one `Panicked` error share the payload: the first to call
+    /// this gets it, later ones get the panic message as a `String`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = greenhouse::spawn(|| -> u8 { std::panic::panic_any(42u32) });
+    /// let payload = h.join().unwrap_err().into_panic().unwrap();
+    /// assert_eq!(payload.downcast_ref::<u32>(), Some(&42));
+    /// ```
+    pub fn into_panic(self) -> Option<Box<dyn Any + Send + 'static>> {
+        match self {
+            Error::Panicked {
+                message, payload, ..
+            } => Some(payload.take().unwrap_or_else(|| Box::new(message))),
+            _ => None,
+        }
+    }
+
+    /// A [`Spawn`](Error::Spawn) error for `e`.
+    pub(crate) fn spawn(e: io::Error) -> Error {
+        Error::Spawn(Arc::new(e))
+    }
+}
+
+/// The payload a greenlet panicked with, kept by [`Error::Panicked`] (see
+/// [`Error::into_panic`]). Shared by clones of the error; equal only to
+/// itself.
+#[derive(Clone)]
+pub struct PanicPayload(Arc<Mutex<Option<Box<dyn Any + Send + 'static>>>>);
+
+impl PanicPayload {
+    pub(crate) fn new(p: Box<dyn Any + Send + 'static>) -> PanicPayload {
+        PanicPayload(Arc::new(Mutex::new(Some(p))))
+    }
+
+    fn take(&self) -> Option<Box<dyn Any + Send + 'static>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl fmt::Debug for PanicPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PanicPayload")
+    }
+}
+
+impl PartialEq for PanicPayload {
+    fn eq(&self, other: &PanicPayload) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PanicPayload {}
 
 impl From<Error> for io::Error {
+    /// Maps to the closest [`io::ErrorKind`]. A kill is `Other`, never
+    /// `Interrupted`: std's `read_exact`, `write_all` and `io::copy` retry
+    /// `Interrupted`, and a killed operation must not be retried.
     fn from(e: Error) -> io::Error {
         let kind = match e {
             Error::TimedOut => io::ErrorKind::TimedOut,
-            Error::Killed => io::ErrorKind::Interrupted,
-            Error::Spawn(_) => io::ErrorKind::OutOfMemory,
+            Error::Spawn(ref e) => e.kind(),
             Error::WrongType { .. } | Error::Invalid(_) => io::ErrorKind::InvalidInput,
             _ => io::ErrorKind::Other,
         };

@@ -81,7 +81,7 @@ mod stack;
 pub mod sync;
 pub mod threadpool;
 
-pub use error::Error;
+pub use error::{Error, PanicPayload};
 pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown, Yielder};
 pub use greenlet::{Greenlet, GreenletExit};
 pub use hub::{

@@ -14,12 +14,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use crate::error::{Error, panic_message};
+use crate::error::{Error, PanicPayload, panic_message};
 use crate::hub::remote::remote_wait;
 use crate::hub::scheduler::Woke;
 
@@ -122,7 +123,7 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (waker, wait) = remote_wait().map_err(|e| Error::Spawn(e.to_string()))?;
+        let (waker, wait) = remote_wait().map_err(Error::spawn)?;
         let slot = Arc::new(Mutex::new(None));
         let out = slot.clone();
         self.submit(Box::new(move || {
@@ -140,9 +141,12 @@ impl ThreadPool {
             Some(Err(p)) => Err(Error::Panicked {
                 name: "blocking task".into(),
                 message: panic_message(p.as_ref()),
+                payload: PanicPayload::new(p),
             }),
             // The waker fired without a result: the task was dropped unrun.
-            None => Err(Error::Spawn("the blocking task was dropped".into())),
+            None => Err(Error::spawn(io::Error::other(
+                "the blocking task was dropped",
+            ))),
         }
     }
 
@@ -169,7 +173,10 @@ impl ThreadPool {
                 let task = st.tasks.pop_back();
                 drop(st);
                 drop(task);
-                return Err(Error::Spawn(format!("cannot start a worker thread: {e}")));
+                return Err(Error::spawn(io::Error::new(
+                    e.kind(),
+                    format!("cannot start a worker thread: {e}"),
+                )));
             }
         }
         Ok(())

@@ -208,7 +208,7 @@ fn a_panic_is_isolated_and_returned_by_join() {
         3
     });
     match bad.join() {
-        Err(Error::Panicked { name, message }) => {
+        Err(Error::Panicked { name, message, .. }) => {
             assert_eq!(name, "the-bad-one");
             assert!(message.contains("boom 42"), "{message}");
             assert!(
@@ -331,4 +331,43 @@ fn a_destructor_may_block_while_its_greenlet_unwinds_and_others_panic() {
     assert_eq!(normal.join(), Ok(7));
     assert_eq!(victim.join(), Err(Error::Killed));
     assert!(finished.get(), "the blocking destructor completed");
+}
+
+#[test]
+fn errors_keep_what_they_carry() {
+    use std::error::Error as _;
+    // A kill is not `Interrupted`: std's `read_exact`, `write_all` and
+    // `io::copy` retry that kind, and a killed operation must not be retried.
+    let killed = std::io::Error::from(Error::Killed);
+    assert_ne!(killed.kind(), std::io::ErrorKind::Interrupted);
+    // A panic's own payload comes back, to `resume_unwind` it.
+    let h = spawn(|| -> u8 { std::panic::panic_any(7u64) });
+    let e = h.join().unwrap_err();
+    assert!(matches!(e, Error::Panicked { .. }));
+    let again = e.clone();
+    assert_eq!(e.into_panic().unwrap().downcast_ref::<u64>(), Some(&7));
+    // A clone whose payload was already taken gets the message instead.
+    assert!(
+        again
+            .into_panic()
+            .unwrap()
+            .downcast_ref::<String>()
+            .is_some()
+    );
+    assert!(Error::Killed.into_panic().is_none());
+    // A failed spawn keeps the OS error as its source.
+    let err = greenhouse::Builder::new()
+        .stack_size(usize::MAX - 4096)
+        .spawn(|| ())
+        .unwrap_err();
+    let source = err.source().expect("the io::Error");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{source:?}"
+    );
+    let kind = std::io::Error::from(err.clone()).kind();
+    assert!(
+        matches!(&err, Error::Spawn(io) if io.kind() == kind),
+        "{err:?}"
+    );
 }

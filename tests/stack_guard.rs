@@ -183,7 +183,7 @@ fn mprotect_fallback_works_and_running_out_of_maps_is_a_clear_error() {
         };
         let r = failed.join();
         assert!(
-            matches!(&r, Err(greenhouse::Error::Spawn(m)) if m.contains("vm.max_map_count")),
+            matches!(&r, Err(greenhouse::Error::Spawn(m)) if m.to_string().contains("vm.max_map_count")),
             "{r:?}"
         );
         // Freeing greenlets makes room again.

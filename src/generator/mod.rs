@@ -143,6 +143,7 @@ type Coro<S, Y, R> = Coroutine<In<S>, Y, End<R>, PooledStack>;
 /// let v: Vec<u32> = evens.map(|x| x * 10).take(3).collect();
 /// assert_eq!(v, [0, 20, 40]);
 /// ```
+#[must_use = "a generator runs nothing until it is resumed"]
 pub struct Generator<S: 'static, Y: 'static, R: 'static> {
     /// `None` once it has finished (returned, failed, or been closed).
     coro: Option<Coro<S, Y, R>>,

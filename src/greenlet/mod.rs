@@ -69,6 +69,7 @@ use crate::stack;
 /// assert_eq!(doubler.switch::<i32, i32>(21).unwrap(), 42);
 /// ```
 #[derive(Clone)]
+#[must_use = "a greenlet runs nothing until it is switched to"]
 pub struct Greenlet {
     inner: Handle,
     _not_send: PhantomData<*const ()>,
@@ -185,7 +186,7 @@ impl Greenlet {
                 Box::new(f(arg)) as Box<dyn std::any::Any>
             })))
         })
-        .map_err(|e| Error::Spawn(e.to_string()))?;
+        .map_err(Error::spawn)?;
         Ok(Greenlet::from_inner(inner))
     }
 

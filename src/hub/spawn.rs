@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::scheduler::{self, Token, WaitList, Woke};
 use super::watcher::deadline_in;
-use crate::error::{Error, panic_message};
+use crate::error::{Error, PanicPayload, panic_message};
 use crate::greenlet::{self, Expect, Greenlet, GreenletExit, Inner, Msg, Outcome, State};
 use crate::stack::DEFAULT_STACK_SIZE;
 
@@ -59,7 +59,8 @@ impl Builder {
     }
 
     /// Sets the usable stack size in bytes (rounded up to whole pages, at
-    /// least 16 KiB).
+    /// least 16 KiB). Above 1 TiB, spawning fails with [`Error::Spawn`]
+    /// (kind `InvalidInput`).
     pub fn stack_size(mut self, size: usize) -> Builder {
         self.stack_size = size;
         self
@@ -193,13 +194,14 @@ where
                     message: LAST_PANIC
                         .with(|l| l.borrow_mut().take())
                         .unwrap_or_else(|| panic_message(p.as_ref())),
+                    payload: PanicPayload::new(p),
                 }),
             }
         };
         st.complete(result);
         Outcome::Done
     })
-    .map_err(|e| Error::Spawn(e.to_string()))?;
+    .map_err(Error::spawn)?;
     match at {
         None => {
             inner.state.set(State::Ready);
@@ -277,7 +279,7 @@ impl<T> JoinState<T> {
 }
 
 fn report_if_panicked<T>(result: &Result<T, Error>) {
-    if let Err(Error::Panicked { name, message }) = result {
+    if let Err(Error::Panicked { name, message, .. }) = result {
         eprintln!("greenhouse: greenlet '{name}' panicked and nobody joined it: {message}");
     }
 }

@@ -119,6 +119,7 @@ pub(crate) fn mark_fired(g: &Inner) {
 /// drop(t);
 /// assert_eq!(sleep(Duration::from_millis(1)), Ok(()));
 /// ```
+#[must_use = "a Timeout is disarmed when dropped: bind it (`let _t = Timeout::start(d);`) for the scope it guards"]
 pub struct Timeout {
     g: Rc<Inner>,
     id: u64,

@@ -237,7 +237,7 @@ impl StreamServer {
                 }
             }
         }
-        let me = crate::current();
+        let me = crate::Greenlet::current();
         let rest: Vec<JoinHandle<()>> = {
             let mut conns = sh.conns.borrow_mut();
             let ids: Vec<u64> = conns

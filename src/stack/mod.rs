@@ -36,6 +36,9 @@ pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest accepted stack size; smaller requests are rounded up to it.
 pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
 
+/// The largest stack one greenlet may ask for: 1 TiB.
+pub(crate) const MAX_STACK_SIZE: usize = 1 << 40;
+
 /// How many free stacks per size class keep their memory; stacks returned
 /// beyond this have their pages released to the kernel (`MADV_DONTNEED`).
 const HOT_STACKS: usize = 256;
@@ -135,10 +138,18 @@ pub(crate) fn round_size(size: usize) -> usize {
 /// Takes a stack of at least `size` usable bytes from this thread's pool.
 ///
 /// # Errors
+/// `InvalidInput` for a size above [`MAX_STACK_SIZE`] (which also keeps
+/// the slab arithmetic from overflowing).
 /// Fails when the kernel refuses a new slab (`ENOMEM`), or when the
 /// `mprotect` fallback runs out of map entries; the error names
 /// `vm.max_map_count` in that case.
 pub(crate) fn take(size: usize) -> io::Result<PooledStack> {
+    if size > MAX_STACK_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a stack of {size} bytes is more than the {MAX_STACK_SIZE}-byte maximum"),
+        ));
+    }
     let size = round_size(size);
     POOL.try_with(|pool| pool.borrow_mut().take(size))
         .unwrap_or_else(|_| Err(io::Error::other("thread is exiting: no stack pool")))

@@ -208,6 +208,7 @@ impl BoundedSemaphore {
 }
 
 /// A permit of a [`Semaphore`] or [`BoundedSemaphore`], released on drop.
+#[must_use = "the permit is released when the guard is dropped"]
 pub struct SemaphoreGuard {
     permits: Rc<Permits>,
 }
@@ -371,6 +372,7 @@ impl LockFail {
 }
 
 /// Exclusive access to a [`Lock`]'s data; unlocks on drop.
+#[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard<'a, T> {
     lock: &'a LockInner<T>,
     value: Option<RefMut<'a, T>>,
@@ -523,6 +525,7 @@ impl<T> RLock<T> {
 }
 
 /// Shared access to an [`RLock`]'s data; leaves one level on drop.
+#[must_use = "the lock is released when the guard is dropped"]
 pub struct RLockGuard<'a, T> {
     lock: &'a RLockInner<T>,
 }
