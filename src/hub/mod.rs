@@ -91,7 +91,7 @@ impl Hub {
         if let Some(r) = self.remote.get() {
             return Ok(r.clone());
         }
-        let r = Arc::new(Remote::new(self.reactor.poller()?.clone()));
+        let r = Arc::new(Remote::new(self.reactor.notifier()?));
         Ok(self.remote.get_or_init(|| r).clone())
     }
 

@@ -1,4 +1,4 @@
-//! The reactor: readiness of file descriptors, on top of `polling::Poller`.
+//! The reactor: readiness of file descriptors, on an epoll set it owns.
 //!
 //! Each fd is added once, edge-triggered, for both read and write plus
 //! `EPOLLRDHUP`, and deleted before it is closed. A greenlet waits only
@@ -9,12 +9,12 @@
 //! kernel with `ppoll(2)` before parking. This is the only module that adds
 //! fds to the poller's epoll set or deletes them.
 //!
-//! `polling` owns the epoll fd and wakes the hub from other threads
-//! (`Poller::notify`). Adding and deleting are direct `epoll_ctl` calls on
-//! that fd (`polling` cannot ask for `EPOLLRDHUP`), and the wait is one
-//! `epoll_pwait2`, because `Poller::wait` costs five system calls per call
-//! (timerfd arm and re-arm, notifier drain and re-arm). `Poller::wait` runs
-//! only when the notifier fired, so that `polling` re-arms it.
+//! The reactor owns its epoll fd and an eventfd [`Notifier`] that other
+//! threads write to wake it ([`HubHandle`](super::HubHandle)). Adding and
+//! deleting go through `rustix`'s safe `epoll` calls (so `EPOLLRDHUP` can
+//! be asked for, which `polling` cannot). The wait is one `epoll_pwait2`
+//! (nanosecond timeouts; `epoll_wait` on kernels without it): one system
+//! call per hub wait, plus one `read` of the eventfd after a notify.
 //!
 //! # Invariant
 //! A [`Source`] in the slab refers to an fd that stays open until
@@ -25,13 +25,14 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use libc::c_int;
-use polling::{Events, Poller};
+use rustix::event::{EventfdFlags, epoll};
 
 use super::scheduler::{ReadyQueue, WaitList, Woke};
 
@@ -90,12 +91,16 @@ impl Source {
 }
 
 /// What every fd is registered for: both directions, edge-triggered, plus
-/// `EPOLLRDHUP` so that a peer's FIN is visible as such (`polling` does
-/// not register it, which is why registration is a direct `epoll_ctl`).
-const REGISTER_FLAGS: u32 =
-    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
-/// The epoll bits that make a source readable or writable (the meaning
-/// `polling` gives them).
+/// `EPOLLRDHUP` so that a peer's FIN is visible as such.
+const REGISTER_FLAGS: epoll::EventFlags = epoll::EventFlags::IN
+    .union(epoll::EventFlags::OUT)
+    .union(epoll::EventFlags::RDHUP)
+    .union(epoll::EventFlags::PRI)
+    .union(epoll::EventFlags::ET);
+/// The key of the [`Notifier`]'s eventfd in the epoll set (sources use
+/// their slab index, far below it).
+const NOTIFY_KEY: u64 = u64::MAX;
+/// The epoll bits that make a source readable or writable.
 const READ_FLAGS: u32 =
     (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
 const WRITE_FLAGS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
@@ -109,7 +114,7 @@ const MAX_EVENTS: usize = 1024;
 /// back to `epoll_wait` (milliseconds, rounded up) where the kernel lacks
 /// it. An interrupted wait reports no events.
 fn epoll_wait(
-    epfd: RawFd,
+    epfd: BorrowedFd<'_>,
     buf: &mut [libc::epoll_event],
     timeout: Option<Duration>,
 ) -> io::Result<usize> {
@@ -123,9 +128,18 @@ fn epoll_wait(
             tv_nsec: t.subsec_nanos() as libc::c_long,
         });
         let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
-        // SAFETY: `buf` has room for `max` events; `tsp` is null or a valid
+        // SAFETY: `epfd` is a live epoll fd (borrowed); `buf` has room for
+        // `max` events, which the kernel writes; `tsp` is null or a valid
         // timespec; no signal mask.
-        n = unsafe { libc::epoll_pwait2(epfd, buf.as_mut_ptr(), max, tsp, std::ptr::null()) };
+        n = unsafe {
+            libc::epoll_pwait2(
+                epfd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                max,
+                tsp,
+                std::ptr::null(),
+            )
+        };
         if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
             NO_PWAIT2.store(true, Ordering::Relaxed);
         }
@@ -135,8 +149,8 @@ fn epoll_wait(
             let ms = t.as_nanos().div_ceil(1_000_000);
             c_int::try_from(ms).unwrap_or(c_int::MAX)
         });
-        // SAFETY: `buf` has room for `max` events.
-        n = unsafe { libc::epoll_wait(epfd, buf.as_mut_ptr(), max, ms) };
+        // SAFETY: as above: a live epoll fd and room for `max` events.
+        n = unsafe { libc::epoll_wait(epfd.as_raw_fd(), buf.as_mut_ptr(), max, ms) };
     }
     if n < 0 {
         let e = io::Error::last_os_error();
@@ -149,10 +163,66 @@ fn epoll_wait(
     Ok(n as usize)
 }
 
+/// Wakes a hub blocked in its epoll wait, from any thread: an eventfd in
+/// the hub's epoll set (level-triggered, drained by the hub).
+pub(crate) struct Notifier {
+    fd: OwnedFd,
+    /// A write is outstanding: later notifies need not write again until
+    /// the hub has drained it.
+    notified: AtomicBool,
+}
+
+impl Notifier {
+    /// Makes the hub's current or next epoll wait return.
+    ///
+    /// # Errors
+    /// If the eventfd cannot be written (it never fills: a hub drains it
+    /// before the counter could reach its maximum).
+    pub(crate) fn notify(&self) -> io::Result<()> {
+        if self.notified.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        rustix::io::write(&self.fd, &1u64.to_ne_bytes())?;
+        Ok(())
+    }
+
+    /// The hub's side, after the eventfd was reported readable. Reads
+    /// first, then clears the flag: a notify racing with this either wrote
+    /// after the clear (the next wait sees it) or was absorbed before it,
+    /// and the hub drains its inbox after every poll anyway.
+    fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut buf);
+        self.notified.store(false, Ordering::Release);
+    }
+}
+
+/// The epoll set and its notifier, created together on first use.
+struct Epoll {
+    fd: OwnedFd,
+    notifier: Arc<Notifier>,
+}
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let efd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(
+            &fd,
+            &efd,
+            epoll::EventData::new_u64(NOTIFY_KEY),
+            epoll::EventFlags::IN,
+        )?;
+        let notifier = Arc::new(Notifier {
+            fd: efd,
+            notified: AtomicBool::new(false),
+        });
+        Ok(Epoll { fd, notifier })
+    }
+}
+
 pub(crate) struct Reactor {
-    poller: OnceCell<Arc<Poller>>,
-    /// `polling`'s event list, for the notifier path of [`Reactor::poll`].
-    events: RefCell<Events>,
+    epoll: OnceCell<Epoll>,
     /// The raw buffer [`Reactor::poll`] waits into.
     raw: RefCell<Vec<libc::epoll_event>>,
     sources: RefCell<Vec<Option<Rc<Source>>>>,
@@ -167,8 +237,7 @@ pub(crate) struct Reactor {
 impl Reactor {
     pub(crate) fn new() -> Self {
         Reactor {
-            poller: OnceCell::new(),
-            events: RefCell::new(Events::new()),
+            epoll: OnceCell::new(),
             raw: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS]),
             sources: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
@@ -177,43 +246,41 @@ impl Reactor {
         }
     }
 
-    /// The poller, created on first use. Shared (`Arc`) so that other
-    /// threads can `notify` it through a [`HubHandle`](super::HubHandle).
-    pub(crate) fn poller(&self) -> io::Result<&Arc<Poller>> {
-        if let Some(p) = self.poller.get() {
-            return Ok(p);
+    /// The epoll set, created on first use.
+    fn epoll(&self) -> io::Result<&Epoll> {
+        if let Some(e) = self.epoll.get() {
+            return Ok(e);
         }
-        let p = Arc::new(Poller::new()?);
-        Ok(self.poller.get_or_init(|| p))
+        let e = Epoll::new()?;
+        Ok(self.epoll.get_or_init(|| e))
     }
 
-    /// Adds `fd` to the poller, edge-triggered for reading and writing.
+    /// The notifier other threads wake this hub with (creating the epoll
+    /// set if needed).
+    pub(crate) fn notifier(&self) -> io::Result<Arc<Notifier>> {
+        Ok(self.epoll()?.notifier.clone())
+    }
+
+    /// Adds `fd` to the epoll set, edge-triggered for reading and writing.
     pub(crate) fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Rc<Source>> {
-        let poller = self.poller()?;
+        let epoll = self.epoll()?;
         let key = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut s = self.sources.borrow_mut();
             s.push(None);
             s.len() - 1
         });
-        let mut ev = libc::epoll_event {
-            events: REGISTER_FLAGS,
-            u64: key as u64,
-        };
-        // SAFETY: `ev` is a valid event; the epoll fd is the poller's and
-        // outlives this call. The caller (Watcher) owns `fd` and
-        // deregisters it before closing it (module invariant), so the epoll
-        // set never refers to a closed or reused fd.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                poller.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if rc < 0 {
+        // The caller (Watcher) owns `fd` and deregisters it before closing
+        // it (module invariant), so the epoll set never refers to a closed
+        // or reused fd.
+        let added = epoll::add(
+            &epoll.fd,
+            fd,
+            epoll::EventData::new_u64(key as u64),
+            REGISTER_FLAGS,
+        );
+        if let Err(e) = added {
             self.free.borrow_mut().push(key);
-            return Err(io::Error::last_os_error());
+            return Err(e.into());
         }
         let src = Rc::new(Source {
             fd: fd.as_raw_fd(),
@@ -227,19 +294,13 @@ impl Reactor {
         Ok(src)
     }
 
-    /// Removes `src` from the poller; must run before its fd is closed.
+    /// Removes `src` from the epoll set; must run before its fd is closed.
     pub(crate) fn deregister(&self, src: &Source) {
-        if let Some(p) = self.poller.get() {
-            // SAFETY: module invariant: the fd is still open here; a null
-            // event is allowed for EPOLL_CTL_DEL.
-            unsafe {
-                libc::epoll_ctl(
-                    p.as_raw_fd(),
-                    libc::EPOLL_CTL_DEL,
-                    src.fd,
-                    std::ptr::null_mut(),
-                )
-            };
+        if let Some(e) = self.epoll.get() {
+            // SAFETY: module invariant: the fd is still open here (its owner
+            // deregisters before closing it).
+            let fd = unsafe { BorrowedFd::borrow_raw(src.fd) };
+            let _ = epoll::delete(&e.fd, fd);
         }
         let removed = self
             .sources
@@ -354,53 +415,23 @@ impl Reactor {
         Ok(self.wait(&src, interest, deadline))
     }
 
-    /// Waits for IO events (up to `timeout`) and makes their waiters ready.
-    ///
-    /// The wait itself is one `epoll_pwait2` on the poller's epoll fd.
-    /// `Poller::wait` costs five system calls (it arms a timerfd, re-arms it
-    /// and its notifier, and drains the notifier every time); it is called
-    /// only when the notifier fired, to let `polling` clear and re-arm it.
+    /// Waits for IO events (up to `timeout`) and makes their waiters ready:
+    /// one `epoll_pwait2`; a notify from another thread also costs a `read`
+    /// of the eventfd.
     pub(crate) fn poll(&self, timeout: Option<Duration>, ready: &ReadyQueue) -> io::Result<usize> {
-        let poller = self.poller()?;
+        let epoll = self.epoll()?;
         let mut raw = self.raw.borrow_mut();
-        let n = epoll_wait(poller.as_raw_fd(), &mut raw, timeout)?;
+        let n = epoll_wait(epoll.fd.as_fd(), &mut raw, timeout)?;
         let mut woken = 0;
-        let mut notified = false;
-        {
-            // Waking only queues greenlets (and may drop tokens, which never
-            // touches `sources`), so the slab can stay borrowed.
-            let sources = self.sources.borrow();
-            for ev in &raw[..n] {
-                let (flags, key) = (ev.events, ev.u64 as usize);
-                let Some(Some(src)) = sources.get(key) else {
-                    // `polling`'s own notifier (or timer): its key is not ours.
-                    notified = true;
-                    continue;
-                };
+        // Waking only queues greenlets (and may drop tokens, which never
+        // touches `sources`), so the slab can stay borrowed.
+        let sources = self.sources.borrow();
+        for ev in &raw[..n] {
+            let (flags, key) = (ev.events, ev.u64);
+            if key == NOTIFY_KEY {
+                epoll.notifier.drain();
+            } else if let Some(Some(src)) = sources.get(key as usize) {
                 woken += src.wake(flags, ready);
-            }
-        }
-        if notified {
-            // A `HubHandle` notified us: `polling` drains its eventfd and
-            // re-arms it inside `wait`. Take whatever else it reports too.
-            let mut events = self.events.borrow_mut();
-            events.clear();
-            poller.wait(&mut events, Some(Duration::ZERO))?;
-            let sources = self.sources.borrow();
-            for ev in events.iter() {
-                if let Some(Some(src)) = sources.get(ev.key) {
-                    // `polling` hides `EPOLLRDHUP`, so a readable event seen
-                    // here may have been a FIN: count it as one (this only
-                    // costs the source the drained shortcut).
-                    let mut flags = 0;
-                    if ev.readable {
-                        flags |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-                    }
-                    if ev.writable {
-                        flags |= libc::EPOLLOUT as u32;
-                    }
-                    woken += src.wake(flags, ready);
-                }
             }
         }
         Ok(woken)

@@ -3,7 +3,7 @@
 //! pool's completion path).
 //!
 //! Both push a [`Job`] into the hub's [`Remote`] inbox under a mutex and
-//! then `notify` the hub's poller, which makes the hub's next (or current)
+//! then `notify` the hub's eventfd, which makes the hub's next (or current)
 //! `epoll_wait` return. The hub drains the inbox at every tick boundary and
 //! after every poll. The notification is sticky (an eventfd), so a job
 //! pushed while the hub is busy running greenlets is never missed.
@@ -25,8 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use polling::Poller;
-
+use super::reactor::Notifier;
 use super::scheduler::{ReadyQueue, Token, Woke, park_with};
 use crate::error::Error;
 use crate::greenlet::Wake;
@@ -47,7 +46,7 @@ pub(crate) struct Remote {
     pending: AtomicBool,
     /// Live `HubHandle`s and `RemoteWaker`s.
     live: AtomicUsize,
-    poller: Arc<Poller>,
+    notifier: Arc<Notifier>,
 }
 
 #[derive(Default)]
@@ -57,12 +56,12 @@ struct Inbox {
 }
 
 impl Remote {
-    pub(crate) fn new(poller: Arc<Poller>) -> Remote {
+    pub(crate) fn new(notifier: Arc<Notifier>) -> Remote {
         Remote {
             inbox: Mutex::new(Inbox::default()),
             pending: AtomicBool::new(false),
             live: AtomicUsize::new(0),
-            poller,
+            notifier,
         }
     }
 
@@ -82,7 +81,7 @@ impl Remote {
         drop(inbox);
         // A failed notify (the hub closed its poller) leaves the job for
         // the hub's next tick, which then sees `pending`.
-        let _ = self.poller.notify();
+        let _ = self.notifier.notify();
         Ok(())
     }
 
@@ -93,7 +92,7 @@ impl Remote {
     fn release(&self) {
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last one: let a hub waiting only for us re-check.
-            let _ = self.poller.notify();
+            let _ = self.notifier.notify();
         }
     }
 
