@@ -401,3 +401,115 @@ fn stages_compose_and_follow_tails_a_growing_file() -> std::io::Result<()> {
     std::fs::remove_file(&path)?;
     Ok(())
 }
+
+/// A generator nested three deep inside a greenlet parks in the hub from
+/// the innermost stack: the park is forwarded out through every level
+/// (each coroutine suspends only through its own yielder), another
+/// greenlet runs meanwhile, and the wake-up travels back in.
+#[test]
+fn nested_generators_park_the_greenlet_from_the_innermost_stack() {
+    let ticks = Rc::new(Cell::new(0u32));
+    let go = greenhouse::sync::Event::new();
+    let (t, set) = (ticks.clone(), go.clone());
+    let ticker = spawn(move || {
+        for _ in 0..3 {
+            greenhouse::yield_now();
+            t.set(t.get() + 1);
+        }
+        set.set();
+    });
+    let seen = ticks.clone();
+    let h = spawn(move || {
+        let inner = move |y: &Yielder<(), u32>, ()| {
+            let before = seen.get();
+            go.wait().unwrap(); // parks until the ticker is done
+            y.yield_(seen.get() - before); // how many ticks ran meanwhile
+        };
+        let middle = Generator::new(move |y: &Yielder<(), u32>, ()| {
+            y.yield_from(Generator::new(inner), ());
+        });
+        let outer = Generator::new(move |y: &Yielder<(), u32>, ()| {
+            y.yield_from(middle, ());
+        });
+        outer.collect::<Vec<u32>>()
+    });
+    assert_eq!(
+        h.join(),
+        Ok(vec![3]),
+        "the ticker ran while the inner generator waited"
+    );
+    ticker.join().unwrap();
+}
+
+/// Killing a greenlet whose park was forwarded out of two nested
+/// generators unwinds all three stacks, innermost first.
+#[test]
+fn killing_a_greenlet_parked_in_nested_generators_unwinds_every_stack() {
+    let order = Rc::new(RefCell::new(Vec::new()));
+    struct Note(Rc<RefCell<Vec<&'static str>>>, &'static str);
+    impl Drop for Note {
+        fn drop(&mut self) {
+            self.0.borrow_mut().push(self.1);
+        }
+    }
+    let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
+    let h = spawn(move || {
+        let _g = Note(o1, "greenlet");
+        let mut outer = Generator::new(move |y: &Yielder<(), ()>, ()| {
+            let _g = Note(o2, "outer");
+            let mut inner = Generator::new(move |_: &Yielder<(), ()>, ()| {
+                let _g = Note(o3, "inner");
+                greenhouse::sleep(Duration::from_secs(60)).unwrap();
+            });
+            let _ = inner.resume();
+            y.yield_(());
+        });
+        let _ = outer.resume();
+    });
+    greenhouse::yield_now();
+    h.kill().unwrap();
+    assert_eq!(*order.borrow(), ["inner", "outer", "greenlet"]);
+    assert_eq!(greenhouse::stats().timers, 0);
+}
+
+/// The one case where greenlet code suspends from a generator's stack
+/// without forwarding: a body that caught `GeneratorExit` and yielded while
+/// being closed is force-unwound by corosensei, and a destructor blocks
+/// during that unwind (a forward would be turned into another unwind
+/// there). This relies on corosensei 0.3.4's behaviour (pinned in
+/// Cargo.toml; see ARCHITECTURE.md): the test catches a change.
+#[test]
+fn a_destructor_may_block_while_a_closed_generator_is_force_unwound() {
+    struct WaitOnDrop(Rc<Cell<bool>>, greenhouse::sync::Event);
+    impl Drop for WaitOnDrop {
+        fn drop(&mut self) {
+            self.1.wait().unwrap(); // parks until the other greenlet ran
+            self.0.set(true);
+        }
+    }
+    let slept = Rc::new(Cell::new(false));
+    let ticks = Rc::new(Cell::new(0u32));
+    let go = greenhouse::sync::Event::new();
+    let (s, t, set) = (slept.clone(), ticks.clone(), go.clone());
+    let ticker = spawn(move || {
+        for _ in 0..2 {
+            greenhouse::yield_now();
+            t.set(t.get() + 1);
+        }
+        set.set();
+    });
+    let h = spawn(move || {
+        let mut g = Generator::new(move |y: &Yielder<(), u8>, ()| {
+            let _guard = WaitOnDrop(s, go);
+            let r = panic::catch_unwind(AssertUnwindSafe(|| y.yield_(1)));
+            assert!(r.is_err(), "closed");
+            y.yield_(2); // not allowed while closing: force-unwound
+        });
+        assert_eq!(g.next(), Some(1));
+        matches!(g.close(), Err(GeneratorError::YieldedDuringClose))
+    });
+    assert_eq!(h.join(), Ok(true));
+    assert!(slept.get(), "the destructor waited and finished");
+    ticker.join().unwrap();
+    assert_eq!(ticks.get(), 2);
+}

@@ -7,14 +7,12 @@
 //! generator's coroutine, never through the hub.
 //!
 //! **Blocking inside a generator.** A generator resumed inside a greenlet
-//! may call `sleep`, socket IO, `join`, … The greenlet then suspends *from
-//! the generator's stack*. corosensei keeps a suspended coroutine's stack
-//! pointer in the resumer's `Coroutine`, and rewrites the parent link at
-//! the coroutine's own stack base on every resume, so this is a plain
-//! nested suspension. When the hub resumes the greenlet, execution
-//! continues on the generator's stack, exactly where it parked. The
-//! generator later yields back into the greenlet's intact frame. Nothing
-//! is forwarded and nothing special is needed.
+//! may call `sleep`, socket IO, `join`, … The greenlet's suspension is
+//! *forwarded*: the generator yields a request to the frame that resumed
+//! it (`resume_with`), which suspends the greenlet from its own stack and
+//! resumes the generator with the wake-up message. Every coroutine thus
+//! suspends only through its own yielder, as corosensei requires
+//! (ARCHITECTURE.md has the one forced-unwind corner).
 
 pub mod stages;
 mod yielder;
@@ -25,9 +23,10 @@ use std::rc::Rc;
 
 use corosensei::{Coroutine, CoroutineResult};
 
+use crate::greenlet::{self, Forward};
 use crate::stack::{self, PooledStack};
 pub use yielder::Yielder;
-use yielder::{In, Shared};
+use yielder::{Fwd, In, Out, Shared};
 
 /// An error thrown into a generator, or out of it.
 pub type Thrown = Box<dyn std::error::Error + 'static>;
@@ -100,7 +99,7 @@ enum End<R> {
     Unwound(Box<dyn std::any::Any + Send>),
 }
 
-type Coro<S, Y, R> = Coroutine<In<S>, Y, End<R>, PooledStack>;
+type Coro<S, Y, R> = Coroutine<In<S>, Out<Y>, End<R>, PooledStack>;
 
 /// A stackful generator: yields `Y`, receives `S` on each `send`, and
 /// returns `R`.
@@ -202,7 +201,7 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
         let sh = shared.clone();
         let coro = Coroutine::with_stack(
             st,
-            move |cy: &corosensei::Yielder<In<S>, Y>, first: In<S>| {
+            move |cy: &corosensei::Yielder<In<S>, Out<Y>>, first: In<S>| {
                 let first = match first {
                     In::Send(s) => s,
                     // Thrown into or closed before it ever ran.
@@ -211,14 +210,26 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
                         return End::Thrown;
                     }
                     In::Close => return End::Exited,
+                    In::Resume(m) => {
+                        m.discard(); // never sent before a forward
+                        return End::Exited;
+                    }
                 };
+                // From now on the resuming greenlet's suspensions are
+                // forwarded through this frame's yielder (see Forward).
+                let fwd = Fwd::<S, Y> { y: cy };
+                let fp: *const dyn Forward = &fwd;
+                sh.fwd.set(Some(fp));
+                greenlet::with_current(|c| c.forward.set(Some(fp)));
                 let y = Yielder::new(cy, sh.clone());
-                match panic::catch_unwind(AssertUnwindSafe(|| f(&y, first))) {
+                let end = match panic::catch_unwind(AssertUnwindSafe(|| f(&y, first))) {
                     Ok(r) => End::Returned(r),
                     Err(p) if p.is::<GeneratorExit>() => End::Exited,
                     Err(p) if p.is::<yielder::ThrowMarker>() => End::Thrown,
                     Err(p) => End::Unwound(p),
-                }
+                };
+                sh.fwd.set(None); // `fwd` dies with this frame
+                end
             },
         );
         Ok(Generator {
@@ -233,12 +244,35 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
         self.coro.is_none()
     }
 
+    /// Resumes the coroutine. While it runs, the current greenlet's
+    /// suspensions are forwarded through it (`Inner::forward` points at the
+    /// body's forwarder, and is restored when the resume returns): a
+    /// forwarded suspension comes back here as `Out::Forward`, the greenlet
+    /// suspends from this frame, and the coroutine is resumed with the
+    /// message the greenlet woke with. So every coroutine suspends only
+    /// through its own yielder, on its own stack, as corosensei requires.
     #[inline]
     fn resume_with(&mut self, input: In<S>) -> Result<GeneratorState<Y, R>, GeneratorError> {
         let Some(coro) = self.coro.as_mut() else {
             return Err(GeneratorError::Finished);
         };
-        match coro.resume(input) {
+        let prev = greenlet::with_current(|c| c.forward.get());
+        let mut input = input;
+        let result = loop {
+            if let Some(f) = self.shared.fwd.get() {
+                greenlet::with_current(|c| c.forward.set(Some(f)));
+            }
+            let r = coro.resume(input);
+            greenlet::with_current(|c| c.forward.set(prev));
+            match r {
+                CoroutineResult::Yield(Out::Forward(target)) => {
+                    input = In::Resume(greenlet::suspend(target));
+                }
+                CoroutineResult::Yield(Out::Value(y)) => break CoroutineResult::Yield(y),
+                CoroutineResult::Return(end) => break CoroutineResult::Return(end),
+            }
+        };
+        match result {
             CoroutineResult::Yield(y) => Ok(GeneratorState::Yielded(y)),
             CoroutineResult::Return(end) => {
                 self.finish();

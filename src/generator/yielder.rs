@@ -1,17 +1,31 @@
 //! The body's side of a generator: `yield_`, `try_yield`, `yield_from`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::panic;
 use std::rc::Rc;
 
 use super::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown};
+use crate::greenlet::{Forward, Inner, Msg};
 
 /// What the caller sends in when it resumes the generator.
 pub(crate) enum In<S> {
     Send(S),
     Throw(Thrown),
     Close,
+    /// The message the greenlet was resumed with, after a forwarded
+    /// suspension ([`Out::Forward`]).
+    Resume(Msg),
+}
+
+/// What the generator's coroutine yields to its resumer.
+pub(crate) enum Out<Y> {
+    /// A value for the caller of `send`.
+    Value(Y),
+    /// Greenlet code on the generator's stack must suspend the greenlet
+    /// (towards this target): the resumer does it on its own stack (see
+    /// [`Forward`]) and resumes us with [`In::Resume`].
+    Forward(Option<Rc<Inner>>),
 }
 
 /// State shared by a generator and its body.
@@ -20,6 +34,33 @@ pub(crate) struct Shared {
     /// A thrown error on its way out (panic payloads must be `Send`; errors
     /// need not be, so the unwind carries a marker and the error waits here).
     pub(crate) thrown: RefCell<Option<Thrown>>,
+    /// The body's forwarder, while the body runs (set by its root, cleared
+    /// before it returns).
+    pub(crate) fwd: Cell<Option<*const dyn Forward>>,
+}
+
+/// The body root's forwarder: suspends the generator's coroutine with
+/// [`Out::Forward`], through its own corosensei yielder, on its own stack.
+pub(crate) struct Fwd<S: 'static, Y: 'static> {
+    /// # Invariant
+    /// The body root's yielder: valid while the root's frame (which owns
+    /// this `Fwd`) is alive, which is whenever a greenlet's `forward`
+    /// points here.
+    pub(crate) y: *const corosensei::Yielder<In<S>, Out<Y>>,
+}
+
+impl<S: 'static, Y: 'static> Forward for Fwd<S, Y> {
+    fn suspend(&self, target: Option<Rc<Inner>>) -> Msg {
+        // SAFETY: per the field invariant the yielder is alive; `forward` is
+        // only consulted by code running inside this generator's resume,
+        // i.e. on its stack, where its yielder may suspend.
+        match unsafe { (*self.y).suspend(Out::Forward(target)) } {
+            In::Resume(msg) => msg,
+            // Only `resume_with` resumes a forwarded suspension, always
+            // with `Resume`; anything else would be a bookkeeping bug.
+            _ => unreachable!("a forwarded suspension resumed without its message"),
+        }
+    }
 }
 
 /// Unwind payload that carries a thrown error out of the body.
@@ -36,7 +77,7 @@ pub struct Yielder<S: 'static, Y: 'static> {
     /// Valid while the body runs: the `Yielder` is created by the body's
     /// root and only lent (`&Yielder`) to the body, which cannot keep it
     /// past its own return (the closure is `'static`, the borrow is not).
-    inner: *const corosensei::Yielder<In<S>, Y>,
+    inner: *const corosensei::Yielder<In<S>, Out<Y>>,
     shared: Rc<Shared>,
     _not_send: PhantomData<*const ()>,
 }
@@ -48,7 +89,7 @@ impl<S, Y> std::fmt::Debug for Yielder<S, Y> {
 }
 
 impl<S: 'static, Y: 'static> Yielder<S, Y> {
-    pub(crate) fn new(inner: &corosensei::Yielder<In<S>, Y>, shared: Rc<Shared>) -> Self {
+    pub(crate) fn new(inner: &corosensei::Yielder<In<S>, Out<Y>>, shared: Rc<Shared>) -> Self {
         Yielder {
             inner,
             shared,
@@ -59,7 +100,7 @@ impl<S: 'static, Y: 'static> Yielder<S, Y> {
     fn suspend(&self, y: Y) -> In<S> {
         // SAFETY: per the field invariant the yielder is alive, and we are
         // running inside the body on this generator's stack.
-        unsafe { (*self.inner).suspend(y) }
+        unsafe { (*self.inner).suspend(Out::Value(y)) }
     }
 
     /// Hands `value` to the caller and suspends; returns the next value sent.
@@ -84,6 +125,7 @@ impl<S: 'static, Y: 'static> Yielder<S, Y> {
             In::Send(s) => Ok(s),
             In::Throw(e) => Err(e),
             In::Close => panic::resume_unwind(Box::new(GeneratorExit)),
+            In::Resume(_) => unreachable!("a forwarded message reached a yield point"),
         }
     }
 
@@ -115,6 +157,7 @@ impl<S: 'static, Y: 'static> Yielder<S, Y> {
                     let _ = inner.close();
                     panic::resume_unwind(Box::new(GeneratorExit));
                 }
+                In::Resume(_) => unreachable!("a forwarded message reached a yield point"),
             };
         }
     }

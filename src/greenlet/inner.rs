@@ -36,7 +36,7 @@ use std::time::Instant;
 use corosensei::{Coroutine, Yielder};
 
 use super::payload::{Expect, Msg, Outcome};
-use super::trampoline::Schedule;
+use super::trampoline::{Forward, Schedule};
 use crate::stack::PooledStack;
 
 /// The coroutine type every greenlet runs on.
@@ -83,6 +83,9 @@ pub(crate) struct Inner {
     pub(crate) coro: RefCell<Option<Coro>>,
     /// Set by the body on first resume; valid while the coroutine lives.
     pub(crate) yielder: Cell<*const Yielder<(), Option<Rc<Inner>>>>,
+    /// While this greenlet resumes a generator: that generator's forwarder
+    /// (see [`Forward`]); its suspensions go through it.
+    pub(crate) forward: Cell<Option<*const dyn Forward>>,
     /// Its inbox: the message it will find when it is next resumed.
     pub(crate) pending: Cell<Msg>,
     /// Bumped at every park; wake tokens carry the value they were made for.
@@ -118,6 +121,7 @@ impl Inner {
             reaped: Cell::new(false),
             coro: RefCell::new(None),
             yielder: Cell::new(std::ptr::null()),
+            forward: Cell::new(None),
             pending: Cell::new(Msg::Empty),
             park_gen: Cell::new(0),
             deadlines: RefCell::new(Vec::new()),

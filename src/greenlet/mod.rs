@@ -28,7 +28,7 @@ pub(crate) use inner::{
 };
 pub use payload::GreenletExit;
 pub(crate) use payload::{Expect, Msg, Outcome, Wake};
-pub(crate) use trampoline::{Schedule, suspend};
+pub(crate) use trampoline::{Forward, Schedule, suspend};
 
 use crate::error::Error;
 use crate::stack;

@@ -1,4 +1,4 @@
-//! The one place that resumes coroutines.
+//! The one place that resumes greenlets' coroutines (generators resume their own).
 //!
 //! corosensei is asymmetric: a coroutine can only suspend back to whoever
 //! resumed it. greenhouse builds greenlet's any-to-any `switch` on top of
@@ -29,6 +29,20 @@ pub(crate) trait Schedule {
     fn unhandled(&self, dead: &Inner, outcome: Outcome);
 }
 
+/// Passes a greenlet's suspension out of a nested coroutine (a generator
+/// the greenlet is resuming) to the frame that resumed that coroutine.
+///
+/// corosensei lets a coroutine suspend only through its own `Yielder`, on
+/// its own stack. When greenlet code running on a generator's stack must
+/// suspend the greenlet (it parks, or switches), the generator yields this
+/// request to whoever resumed it, on the stack below; that frame suspends
+/// the greenlet (forwarding again if it is itself inside a generator) and
+/// resumes the generator with the message the greenlet was woken with.
+pub(crate) trait Forward {
+    /// Suspends the greenlet as [`suspend`] would, from the resumer's frame.
+    fn suspend(&self, target: Option<Rc<Inner>>) -> Msg;
+}
+
 /// Hands control to `target` (whose inbox the caller has filled), or to the
 /// scheduler when `target` is `None`, and returns the message the current
 /// greenlet is resumed with. From main this runs the trampoline loop in place.
@@ -40,6 +54,14 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     // own body frame, which is below this one on the same stack (inner.rs,
     // Ownership); main's is owned by the thread context.
     let cur = unsafe { &*cur };
+    if let Some(f) = cur.forward.get() {
+        // SAFETY: `forward` is set only while the generator it points into
+        // is being resumed by this greenlet, and points at that
+        // generator's forwarder, which lives on the generator's stack for
+        // the whole resume (generator/mod.rs sets and restores it around
+        // `Coroutine::resume`). We are running inside that resume.
+        return unsafe { (*f).suspend(target) };
+    }
     if cur.is_main {
         return drive(target);
     }
