@@ -1,7 +1,6 @@
 //! Other threads and the hub: `HubHandle` handoffs and `spawn_blocking`.
 
 use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
@@ -116,12 +115,15 @@ fn waiting_with_no_handle_left_is_a_deadlock_not_a_hang() {
 
 #[test]
 fn spawn_blocking_runs_while_other_greenlets_make_progress() {
-    let ticks = Rc::new(Cell::new(0u32));
+    // The ticker counts in an atomic that a blocking call (on a worker
+    // thread) watches: it answers only after 5 ticks, which can only
+    // happen if the hub keeps running greenlets meanwhile.
+    let ticks = Arc::new(AtomicUsize::new(0));
     let t = ticks.clone();
     let ticker = greenhouse::spawn(move || {
         loop {
-            greenhouse::sleep(Duration::from_millis(2)).unwrap();
-            t.set(t.get() + 1);
+            greenhouse::sleep(Duration::from_millis(1)).unwrap();
+            t.fetch_add(1, Ordering::SeqCst);
         }
     });
     let (tx, rx) = mpsc::channel::<()>();
@@ -129,17 +131,23 @@ fn spawn_blocking_runs_while_other_greenlets_make_progress() {
     // signal: only possible if they run on different workers while the hub
     // keeps going.
     let a = greenhouse::spawn(move || {
-        spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)).is_ok())
+        spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)).is_ok())
     });
+    let seen = ticks.clone();
     let b = greenhouse::spawn(move || {
         spawn_blocking(move || {
-            std::thread::sleep(Duration::from_millis(50));
+            let give_up = std::time::Instant::now() + Duration::from_secs(30);
+            while seen.load(Ordering::SeqCst) < 5 {
+                if std::time::Instant::now() > give_up {
+                    return false; // the hub never ran the ticker
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             tx.send(()).is_ok()
         })
     });
+    assert_eq!(b.join().unwrap(), Ok(true), "the ticker ticked 5 times");
     assert_eq!(a.join().unwrap(), Ok(true));
-    assert_eq!(b.join().unwrap(), Ok(true));
-    assert!(ticks.get() >= 5, "the ticker ran {} times", ticks.get());
     ticker.kill().unwrap();
 }
 
