@@ -166,7 +166,7 @@ impl Inner {
     #[inline(always)]
     pub(crate) fn take_msg(&self) -> Msg {
         match self.pending.replace(Msg::Empty) {
-            Msg::Empty => Msg::Wake(super::payload::Wake::Ready),
+            Msg::Empty => Msg::Wake(super::payload::Woke::Ready),
             m => m,
         }
     }

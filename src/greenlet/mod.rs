@@ -27,7 +27,7 @@ pub(crate) use inner::{
     next_id, with_current,
 };
 pub use payload::GreenletExit;
-pub(crate) use payload::{Expect, Msg, Outcome, Wake};
+pub(crate) use payload::{Expect, Msg, Outcome, Woke};
 pub(crate) use trampoline::{Forward, Schedule, suspend};
 
 use crate::error::Error;

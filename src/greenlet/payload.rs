@@ -93,13 +93,16 @@ impl Transfer {
     }
 }
 
-/// Why the hub resumed a parked greenlet.
+/// How a park ended: the one park-outcome type. The hub puts it in a
+/// parked greenlet's inbox (`Msg::Wake`), and `park` returns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wake {
+pub(crate) enum Woke {
     /// What it waited for happened (or `yield_now` came around).
     Ready,
-    /// Its timer fired.
-    Timer,
+    /// The operation's own deadline passed.
+    Deadline,
+    /// An armed `Timeout` scope expired.
+    TimedOut,
     /// Nothing can ever wake it: no ready greenlet, timer or IO interest.
     Deadlock,
 }
@@ -124,7 +127,7 @@ pub(crate) enum Msg {
     /// A typed failure to report (e.g. a child could not take its argument).
     Error(Box<Error>),
     /// The hub woke a parked greenlet.
-    Wake(Wake),
+    Wake(Woke),
     /// Raise [`GreenletExit`] at the suspension point.
     Throw,
 }
@@ -143,7 +146,7 @@ impl Msg {
 
     /// The wake reason, if this is a hub wake-up (which owns no resources).
     #[inline]
-    pub(crate) fn as_wake(&self) -> Option<Wake> {
+    pub(crate) fn as_wake(&self) -> Option<Woke> {
         match self {
             Msg::Wake(w) => Some(*w),
             _ => None,
@@ -224,7 +227,7 @@ fn receive_slow<R: 'static>(msg: Msg) -> Result<R, Error> {
         Msg::Throw => panic::resume_unwind(Box::new(GreenletExit)),
         Msg::Exited => Err(Error::Killed),
         Msg::Error(e) => Err(*e),
-        Msg::Wake(Wake::Deadlock) => Err(Error::Deadlock),
+        Msg::Wake(Woke::Deadlock) => Err(Error::Deadlock),
         Msg::Wake(_) | Msg::Empty => Err(Error::Blocked),
     }
 }

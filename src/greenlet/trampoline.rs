@@ -16,7 +16,7 @@ use std::rc::Rc;
 use corosensei::CoroutineResult;
 
 use super::inner::{self, Inner, State};
-use super::payload::{Msg, Outcome, Wake};
+use super::payload::{Msg, Outcome, Woke};
 
 /// What the hub provides to the trampoline.
 pub(crate) trait Schedule {
@@ -95,7 +95,7 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
                 None => {
                     // Nothing can run again: tell main instead of hanging.
                     // SAFETY: main is live for the thread's life.
-                    unsafe { (*main).put_msg(Msg::Wake(Wake::Deadlock)) };
+                    unsafe { (*main).put_msg(Msg::Wake(Woke::Deadlock)) };
                     break;
                 }
             },

@@ -28,7 +28,6 @@ use std::time::Instant;
 use super::reactor::Notifier;
 use super::scheduler::{ReadyQueue, Token, Woke, park_with};
 use crate::error::Error;
-use crate::greenlet::Wake;
 
 /// Work handed to a hub from another thread.
 enum Job {
@@ -152,7 +151,7 @@ pub(crate) fn drain(remote: &Remote, waits: &RemoteWaits, ready: &ReadyQueue) {
                     }
                 };
                 if let Some(t) = token {
-                    t.wake(ready, Wake::Ready);
+                    t.wake(ready, Woke::Ready);
                 }
             }
         }

@@ -12,20 +12,8 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::error::Error;
-use crate::greenlet::{self, GreenletExit, Inner, Msg, State, Wake};
-
-/// How a [`park`] ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Woke {
-    /// Somebody woke the token (the awaited thing happened).
-    Ready,
-    /// The operation's own deadline passed.
-    Deadline,
-    /// An armed `Timeout` scope expired.
-    TimedOut,
-    /// Nothing could ever wake it.
-    Deadlock,
-}
+pub(crate) use crate::greenlet::Woke;
+use crate::greenlet::{self, GreenletExit, Inner, Msg, State};
 
 impl Woke {
     /// The error for a park that ended without what it waited for: any
@@ -62,7 +50,7 @@ impl Token {
 
     /// Makes the parked greenlet ready with `wake`. Returns false if that
     /// park is over (woken, timed out, killed) — nothing happens then.
-    pub(crate) fn wake(&self, ready: &ReadyQueue, wake: Wake) -> bool {
+    pub(crate) fn wake(&self, ready: &ReadyQueue, wake: Woke) -> bool {
         let g = &self.g;
         if g.state.get() != State::Parked || g.park_gen.get() != self.generation {
             return false;
@@ -73,9 +61,9 @@ impl Token {
         true
     }
 
-    /// [`wake`](Self::wake) with `Wake::Ready` through this thread's hub.
+    /// [`wake`](Self::wake) with `Woke::Ready` through this thread's hub.
     pub(crate) fn wake_now(&self) -> bool {
-        super::with(|hub| self.wake(&hub.ready, Wake::Ready))
+        super::with(|hub| self.wake(&hub.ready, Woke::Ready))
     }
 }
 
@@ -171,7 +159,13 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
         }
     }
     register(Token::new(cur.clone(), generation));
-    let timer = eff.map(|e| hub.timers.insert(e, Token::new(cur.clone(), generation)));
+    // The timer wakes the park with its own meaning: the scope's expiry or
+    // the operation's deadline.
+    let on_fire = if from_scope { Woke::TimedOut } else { Woke::Deadline };
+    let timer = eff.map(|e| {
+        hub.timers
+            .insert(e, Token::new(cur.clone(), generation), on_fire)
+    });
     // Cancels the timer on every exit path, including a kill's unwind.
     struct CancelTimer<'a>(&'a super::Hub, Option<super::timers::TimerKey>);
     impl Drop for CancelTimer<'_> {
@@ -193,11 +187,14 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
         panic::resume_unwind(Box::new(GreenletExit));
     }
     match wake {
-        Some(Wake::Timer) => woke_by_timer(&cur),
-        Some(Wake::Deadlock) => Woke::Deadlock,
+        Some(Woke::TimedOut) => {
+            super::timeout::mark_fired(&cur);
+            Woke::TimedOut
+        }
+        Some(w) => w,
         // An explicit switch cannot reach a parked greenlet; anything but a
         // wake-up is spurious (callers re-check their condition).
-        Some(Wake::Ready) | None => Woke::Ready,
+        None => Woke::Ready,
     }
 }
 
@@ -217,7 +214,7 @@ pub(crate) fn yield_now() {
     raise_deferred_exit(&cur);
     cur.park_gen.set(cur.park_gen.get() + 1);
     cur.state.set(State::Ready);
-    cur.put_msg(Msg::Wake(Wake::Ready));
+    cur.put_msg(Msg::Wake(Woke::Ready));
     super::with(|hub| hub.ready.push(cur));
     let msg = greenlet::suspend(None);
     let thrown = matches!(msg, Msg::Throw);
@@ -298,11 +295,11 @@ impl WaitList {
         let Some(first) = self.head.borrow_mut().take() else {
             return 0;
         };
-        let mut woken = usize::from(first.wake(ready, Wake::Ready));
+        let mut woken = usize::from(first.wake(ready, Woke::Ready));
         drop(first);
         if !self.rest.borrow().is_empty() {
             let rest = std::mem::take(&mut *self.rest.borrow_mut());
-            woken += rest.iter().filter(|t| t.wake(ready, Wake::Ready)).count();
+            woken += rest.iter().filter(|t| t.wake(ready, Woke::Ready)).count();
         }
         woken
     }

@@ -210,7 +210,7 @@ where
         Some(at) => {
             inner.park_gen.set(1);
             inner.state.set(State::Parked);
-            hub.timers.insert(at, Token::new(inner.clone(), 1));
+            hub.timers.insert(at, Token::new(inner.clone(), 1), Woke::Ready);
         }
     }
     Ok(JoinHandle {

@@ -8,29 +8,32 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::scheduler::{ReadyQueue, Token};
-use crate::greenlet::Wake;
+use crate::greenlet::Woke;
 
 /// Identifies one pending timer (for cancellation).
 pub(crate) type TimerKey = (Instant, u64);
 
 #[derive(Default)]
 pub(crate) struct Timers {
-    map: RefCell<BTreeMap<TimerKey, Token>>,
+    /// Each timer wakes its token with its own outcome: `Deadline` or
+    /// `TimedOut` for a park, `Ready` for a delayed spawn.
+    map: RefCell<BTreeMap<TimerKey, (Token, Woke)>>,
     seq: Cell<u64>,
 }
 
 impl Timers {
-    pub(crate) fn insert(&self, at: Instant, token: Token) -> TimerKey {
+    /// Wakes `token` with `outcome` at `at`.
+    pub(crate) fn insert(&self, at: Instant, token: Token, outcome: Woke) -> TimerKey {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
         let key = (at, seq);
-        self.map.borrow_mut().insert(key, token);
+        self.map.borrow_mut().insert(key, (token, outcome));
         key
     }
 
     /// Removes a timer; returns its token if it had not fired yet.
     pub(crate) fn cancel(&self, key: TimerKey) -> Option<Token> {
-        self.map.borrow_mut().remove(&key)
+        self.map.borrow_mut().remove(&key).map(|(t, _)| t)
     }
 
     /// The earliest deadline, if any.
@@ -49,8 +52,8 @@ impl Timers {
                     _ => None,
                 }
             };
-            let Some((_, token)) = due else { break };
-            token.wake(ready, Wake::Timer);
+            let Some((_, (token, outcome))) = due else { break };
+            token.wake(ready, outcome);
             fired += 1;
         }
         fired

@@ -184,33 +184,17 @@ fn cooperative() -> bool {
     PATCHED.load(Ordering::Relaxed) && greenlet::may_park()
 }
 
-/// How a cooperative wait inside a hook ended.
+/// How a cooperative wait inside a hook ended: a park's own outcome, or
+/// one of the two endings only a hook has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waited {
-    /// The fd is ready, or the sleep is over.
-    Ready,
-    /// The call's own deadline (`SO_RCVTIMEO`, `poll`'s timeout) passed.
-    Deadline,
-    /// An armed `Timeout` scope expired.
-    TimedOut,
+    /// The park ended this way.
+    Woke(Woke),
     /// The greenlet was killed; the exit is deferred (see the module docs).
     Killed,
-    /// Nothing could ever wake the greenlet.
-    Deadlock,
     /// The wait is impossible here (the poller refused the fd): the hook
     /// falls back to blocking the thread, as unpatched.
     Unsupported,
-}
-
-impl From<Woke> for Waited {
-    fn from(w: Woke) -> Waited {
-        match w {
-            Woke::Ready => Waited::Ready,
-            Woke::Deadline => Waited::Deadline,
-            Woke::TimedOut => Waited::TimedOut,
-            Woke::Deadlock => Waited::Deadlock,
-        }
-    }
 }
 
 /// Runs a parking operation inside a hook. A kill's unwind stops here (it
@@ -243,7 +227,7 @@ fn wait_fd(fd: RawFd, interest: Interest, deadline: Option<Instant>) -> Waited {
     count_park();
     guarded(
         || match hub::try_with(|h| h.reactor.wait_borrowed(fd, interest, deadline)) {
-            Some(Ok(w)) => Waited::from(w),
+            Some(Ok(w)) => Waited::Woke(w),
             Some(Err(_)) | None => Waited::Unsupported,
         },
     )
@@ -261,8 +245,8 @@ fn sleep_until(deadline: Option<Instant>) -> Waited {
             match hub::scheduler::park(deadline) {
                 Woke::Ready
                     if deadline.is_some_and(|d| Instant::now() < d) || deadline.is_none() => {}
-                Woke::Ready | Woke::Deadline => return Waited::Ready,
-                w => return Waited::from(w),
+                Woke::Ready | Woke::Deadline => return Waited::Woke(Woke::Ready),
+                w => return Waited::Woke(w),
             }
         }
     })
@@ -272,11 +256,11 @@ fn sleep_until(deadline: Option<Instant>) -> Waited {
 /// The errno a failed cooperative wait reports; `None` for a ready one.
 fn wait_errno(w: Waited) -> Option<c_int> {
     match w {
-        Waited::Ready | Waited::Unsupported => None,
-        Waited::Deadline => Some(libc::EAGAIN),
-        Waited::TimedOut => Some(libc::ETIMEDOUT),
+        Waited::Woke(Woke::Ready) | Waited::Unsupported => None,
+        Waited::Woke(Woke::Deadline) => Some(libc::EAGAIN),
+        Waited::Woke(Woke::TimedOut) => Some(libc::ETIMEDOUT),
         Waited::Killed => Some(libc::ECANCELED),
-        Waited::Deadlock => Some(libc::EDEADLK),
+        Waited::Woke(Woke::Deadlock) => Some(libc::EDEADLK),
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use libc::{c_int, nfds_t, pollfd, size_t};
 
 use super::{Waited, cooperative, errno, real, set_errno, wait_errno, wait_fd};
+use crate::greenlet::Woke;
 use crate::hub::Interest;
 use crate::hub::watcher::deadline;
 
@@ -138,10 +139,10 @@ unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_i
             Target::Nothing => super::sleep_until(until),
         };
         match w {
-            Waited::Ready | Waited::Deadline => {
+            Waited::Woke(Woke::Ready | Woke::Deadline) => {
                 // SAFETY: the caller's arguments.
                 let r = unsafe { probe(fds, nfds) };
-                let timed_out = w == Waited::Deadline
+                let timed_out = w == Waited::Woke(Woke::Deadline)
                     || matches!(target, Target::Nothing)
                     || until.is_some_and(|d| Instant::now() >= d);
                 if r != 0 || timed_out {
@@ -151,7 +152,7 @@ unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_i
                     return r;
                 }
             }
-            Waited::Unsupported | Waited::Deadlock => {
+            Waited::Unsupported | Waited::Woke(Woke::Deadlock) => {
                 // Cannot wait cooperatively: block for the time left.
                 let ms = match until {
                     None => -1,
@@ -164,7 +165,7 @@ unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_i
                 // SAFETY: the caller's arguments, with the time left.
                 return unsafe { real::poll(fds, nfds, ms) };
             }
-            Waited::TimedOut | Waited::Killed => {
+            Waited::Woke(Woke::TimedOut) | Waited::Killed => {
                 set_errno(wait_errno(w).unwrap_or(libc::EINTR));
                 return -1;
             }

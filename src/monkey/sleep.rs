@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_uint, clockid_t, timespec};
 
 use super::{Waited, cooperative, errno, real, set_errno};
+use crate::greenlet::Woke;
 
 pub(super) fn keep() {
     for f in [
@@ -54,7 +55,7 @@ fn park_for(d: Duration) -> bool {
         let until = Instant::now().checked_add(d);
         !matches!(
             super::sleep_until(until),
-            Waited::Deadlock | Waited::Unsupported
+            Waited::Woke(Woke::Deadlock) | Waited::Unsupported
         )
     };
     set_errno(saved);
