@@ -19,6 +19,7 @@ mod yielder;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
 use std::rc::Rc;
 
 use corosensei::{Coroutine, CoroutineResult};
@@ -210,15 +211,12 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
                         return End::Thrown;
                     }
                     In::Close => return End::Exited,
-                    In::Resume(m) => {
-                        m.discard(); // never sent before a forward
-                        return End::Exited;
-                    }
+                    In::Resume => return End::Exited, // never sent first
                 };
                 // From now on the resuming greenlet's suspensions are
                 // forwarded through this frame's yielder (see Forward).
                 let fwd = Fwd::<S, Y> { y: cy };
-                let fp: *const dyn Forward = &fwd;
+                let fp = NonNull::from(&fwd as &dyn Forward);
                 sh.fwd.set(Some(fp));
                 greenlet::with_current(|c| c.forward.set(Some(fp)));
                 let y = Yielder::new(cy, sh.clone());
@@ -256,17 +254,25 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
         let Some(coro) = self.coro.as_mut() else {
             return Err(GeneratorError::Finished);
         };
-        let prev = greenlet::with_current(|c| c.forward.get());
+        // The greenlet running now stays the one running across `resume`:
+        // its suspensions inside come back here as `Out::Forward`.
+        let cur = greenlet::current_rc();
+        let prev = cur.forward.get();
         let mut input = input;
         let result = loop {
             if let Some(f) = self.shared.fwd.get() {
-                greenlet::with_current(|c| c.forward.set(Some(f)));
+                cur.forward.set(Some(f));
             }
             let r = coro.resume(input);
-            greenlet::with_current(|c| c.forward.set(prev));
+            cur.forward.set(prev);
             match r {
                 CoroutineResult::Yield(Out::Forward(target)) => {
-                    input = In::Resume(greenlet::suspend(target));
+                    // Suspend the greenlet here, on our own stack; the
+                    // message it wakes with goes back into its inbox for
+                    // the forwarder to take on the generator's stack.
+                    let msg = greenlet::suspend(target);
+                    cur.put_msg(msg);
+                    input = In::Resume;
                 }
                 CoroutineResult::Yield(Out::Value(y)) => break CoroutineResult::Yield(y),
                 CoroutineResult::Return(end) => break CoroutineResult::Return(end),

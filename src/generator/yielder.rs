@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::panic;
+use std::ptr::NonNull;
 use std::rc::Rc;
 
 use super::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown};
@@ -13,9 +14,9 @@ pub(crate) enum In<S> {
     Send(S),
     Throw(Thrown),
     Close,
-    /// The message the greenlet was resumed with, after a forwarded
-    /// suspension ([`Out::Forward`]).
-    Resume(Msg),
+    /// The greenlet was resumed after a forwarded suspension
+    /// ([`Out::Forward`]); its message is back in its inbox.
+    Resume,
 }
 
 /// What the generator's coroutine yields to its resumer.
@@ -36,7 +37,7 @@ pub(crate) struct Shared {
     pub(crate) thrown: RefCell<Option<Thrown>>,
     /// The body's forwarder, while the body runs (set by its root, cleared
     /// before it returns).
-    pub(crate) fwd: Cell<Option<*const dyn Forward>>,
+    pub(crate) fwd: Cell<Option<NonNull<dyn Forward>>>,
 }
 
 /// The body root's forwarder: suspends the generator's coroutine with
@@ -55,7 +56,7 @@ impl<S: 'static, Y: 'static> Forward for Fwd<S, Y> {
         // only consulted by code running inside this generator's resume,
         // i.e. on its stack, where its yielder may suspend.
         match unsafe { (*self.y).suspend(Out::Forward(target)) } {
-            In::Resume(msg) => msg,
+            In::Resume => crate::greenlet::with_current(Inner::take_msg),
             // Only `resume_with` resumes a forwarded suspension, always
             // with `Resume`; anything else would be a bookkeeping bug.
             _ => unreachable!("a forwarded suspension resumed without its message"),
@@ -125,7 +126,7 @@ impl<S: 'static, Y: 'static> Yielder<S, Y> {
             In::Send(s) => Ok(s),
             In::Throw(e) => Err(e),
             In::Close => panic::resume_unwind(Box::new(GeneratorExit)),
-            In::Resume(_) => unreachable!("a forwarded message reached a yield point"),
+            In::Resume => unreachable!("a forwarded message reached a yield point"),
         }
     }
 
@@ -157,7 +158,7 @@ impl<S: 'static, Y: 'static> Yielder<S, Y> {
                     let _ = inner.close();
                     panic::resume_unwind(Box::new(GeneratorExit));
                 }
-                In::Resume(_) => unreachable!("a forwarded message reached a yield point"),
+                In::Resume => unreachable!("a forwarded message reached a yield point"),
             };
         }
     }

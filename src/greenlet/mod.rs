@@ -290,7 +290,7 @@ impl Greenlet {
         let unreachable = with_current(|c| {
             c.expects.set(Expect::of::<R>());
             c.state.set(State::Suspended);
-            c.handles.get() == 0 && !c.is_main
+            c.handles.get() == 0 // main always has its context's handle
         });
         if unreachable {
             // Nobody can switch back to us: we die at the next scheduling

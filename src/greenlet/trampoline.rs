@@ -55,12 +55,7 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     // Ownership); main's is owned by the thread context.
     let cur = unsafe { &*cur };
     if let Some(f) = cur.forward.get() {
-        // SAFETY: `forward` is set only while the generator it points into
-        // is being resumed by this greenlet, and points at that
-        // generator's forwarder, which lives on the generator's stack for
-        // the whole resume (generator/mod.rs sets and restores it around
-        // `Coroutine::resume`). We are running inside that resume.
-        return unsafe { (*f).suspend(target) };
+        return forwarded(f, target);
     }
     if cur.is_main {
         return drive(target);
@@ -73,6 +68,19 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     // exactly when `Yielder::suspend` may be called.
     unsafe { (*y).suspend(target) };
     cur.take_msg()
+}
+
+/// [`suspend`] from code running inside a generator: out of line, so that
+/// the common path stays small enough for corosensei's suspend to inline.
+#[cold]
+#[inline(never)]
+fn forwarded(f: std::ptr::NonNull<dyn Forward>, target: Option<Rc<Inner>>) -> Msg {
+    // SAFETY: `forward` is set only while the generator it points into is
+    // being resumed by this greenlet, and points at that generator's
+    // forwarder, which lives on the generator's stack for the whole resume
+    // (generator/mod.rs sets and restores it around `Coroutine::resume`).
+    // We are running inside that resume.
+    unsafe { f.as_ref().suspend(target) }
 }
 
 /// The trampoline loop, on main's stack. Resumes greenlets until one hands
