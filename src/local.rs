@@ -78,7 +78,8 @@ impl<T: 'static> Local<T> {
 
     fn find(&self) -> Option<Rc<T>> {
         let found = greenlet::with_current(|c| {
-            c.locals
+            c.ext
+                .locals
                 .borrow()
                 .iter()
                 .find(|(k, _)| *k == self.key)
@@ -98,8 +99,11 @@ impl<T: 'static> Local<T> {
     }
 
     fn store(&self, v: Rc<T>) {
+        // Values die with their greenlet (on its own stack, when its body
+        // ends): the greenlet layer runs this hook then.
+        greenlet::set_exit_hook(|g| g.ext.drop_locals());
         let old = greenlet::with_current(|c| {
-            let mut locals = c.locals.borrow_mut();
+            let mut locals = c.ext.locals.borrow_mut();
             match locals.iter_mut().find(|(k, _)| *k == self.key) {
                 Some((_, slot)) => Some(std::mem::replace(slot, v as Rc<dyn Any>)),
                 None => {
@@ -131,7 +135,7 @@ impl<T: 'static> Local<T> {
     /// had none, or if a `with` on it is still running further up).
     pub fn take(&self) -> Option<T> {
         let v = greenlet::with_current(|c| {
-            let mut locals = c.locals.borrow_mut();
+            let mut locals = c.ext.locals.borrow_mut();
             let at = locals.iter().position(|(k, _)| *k == self.key)?;
             Some(locals.swap_remove(at).1)
         })?;

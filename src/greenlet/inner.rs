@@ -28,16 +28,15 @@
 //! main's (owned by [`Ctx`]) or the greenlet the trampoline is resuming
 //! (owned by its own frame and by the trampoline's reference).
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 
 use super::payload::{Expect, Msg, Outcome};
 use super::trampoline::{Forward, Schedule};
+use crate::hub::Slot;
 use crate::stack::PooledStack;
 
 /// The coroutine type every greenlet runs on.
@@ -53,10 +52,10 @@ pub(crate) enum State {
     Running,
     /// Waiting in an explicit `switch` for a value.
     Suspended,
-    /// Waiting in the hub for an event, a timer or a join.
-    Parked,
-    /// Queued in the hub's ready queue with a pending message.
-    Ready,
+    /// Owned by the scheduler: parked in the hub (waiting for an event, a
+    /// timer or a join) or queued to run. Which of the two is the hub's
+    /// business (`hub::Slot::queued`).
+    Blocked,
     /// Its body returned, panicked or was killed.
     Dead,
 }
@@ -89,18 +88,9 @@ pub(crate) struct Inner {
     pub(crate) forward: Cell<Option<NonNull<dyn Forward>>>,
     /// Its inbox: the message it will find when it is next resumed.
     pub(crate) pending: Cell<Msg>,
-    /// Bumped at every park; wake tokens carry the value they were made for.
-    pub(crate) park_gen: Cell<u64>,
-    /// Deadlines of the `Timeout` scopes armed by this greenlet:
-    /// `(scope id, deadline, fired)`.
-    pub(crate) deadlines: RefCell<Vec<(u64, Instant, bool)>>,
-    /// Greenlet-local values (the public `local` module), by key; dropped when the
-    /// greenlet ends.
-    pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
-    /// A kill that could not unwind where it landed (inside a patched libc
-    /// call, whose C frames must not be unwound): raised at the next park,
-    /// or reported as the greenlet's result if it returns first.
-    pub(crate) deferred_exit: Cell<bool>,
+    /// The extension slot owned by the hub (its park state, `Timeout`
+    /// scopes, deferred exit, greenlet-locals). This layer never reads it.
+    pub(crate) ext: Slot,
 }
 
 impl Inner {
@@ -124,22 +114,7 @@ impl Inner {
             yielder: Cell::new(std::ptr::null()),
             forward: Cell::new(None),
             pending: Cell::new(Msg::Empty),
-            park_gen: Cell::new(0),
-            deadlines: RefCell::new(Vec::new()),
-            locals: RefCell::new(Vec::new()),
-            deferred_exit: Cell::new(false),
-        }
-    }
-
-    /// Drops this greenlet's local values (their destructors may use
-    /// other locals, so the list is not borrowed meanwhile).
-    pub(crate) fn drop_locals(&self) {
-        loop {
-            let all = std::mem::take(&mut *self.locals.borrow_mut());
-            if all.is_empty() {
-                return;
-            }
-            drop(all);
+            ext: Slot::default(),
         }
     }
 
@@ -200,8 +175,7 @@ impl Inner {
             Some(c) if c.started() && !c.done() => std::mem::forget(c),
             c => drop(c),
         }
-        self.deadlines.borrow_mut().clear();
-        self.drop_locals();
+        run_exit_hook(self);
     }
 }
 
@@ -302,6 +276,23 @@ pub(crate) fn new_rc(make: impl FnOnce() -> Inner) -> Rc<Inner> {
         .write(make());
     // SAFETY: the value was fully initialised by `write` just above.
     unsafe { rc.assume_init() }
+}
+
+/// What the layers above run when a greenlet's body ends (on its own
+/// stack) and again when it is buried: installed once per process.
+static EXIT_HOOK: std::sync::OnceLock<fn(&Inner)> = std::sync::OnceLock::new();
+
+/// Installs the exit hook (later calls with the same hook are no-ops).
+pub(crate) fn set_exit_hook(hook: fn(&Inner)) {
+    let _ = EXIT_HOOK.set(hook);
+}
+
+/// Runs the exit hook, if one is installed.
+#[inline]
+pub(crate) fn run_exit_hook(g: &Inner) {
+    if let Some(h) = EXIT_HOOK.get() {
+        h(g);
+    }
 }
 
 /// A fresh number, unique on this thread (greenlet ids, `Timeout` scopes).

@@ -24,7 +24,7 @@ use corosensei::{Coroutine, Yielder};
 pub(crate) use inner::may_park;
 pub(crate) use inner::{
     Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler, main_rc,
-    next_id, with_current,
+    next_id, set_exit_hook, with_current,
 };
 pub use payload::GreenletExit;
 pub(crate) use payload::{Expect, Msg, Outcome, Woke};
@@ -109,8 +109,9 @@ pub(crate) fn create(
         me.yielder.set(y as *const _);
         let first = me.take_msg();
         let outcome = body(first);
-        // Locals die with the greenlet, on its own stack.
-        me.drop_locals();
+        // What the layers above keep per greenlet (its locals) dies with it,
+        // on its own stack.
+        inner::run_exit_hook(&me);
         drop(me);
         outcome
     });
@@ -345,7 +346,7 @@ impl Greenlet {
         match self.inner.state.get() {
             State::Dead => Err(Error::Dead),
             State::NotStarted | State::Suspended => Ok(()),
-            State::Parked | State::Ready | State::Running => Err(Error::Blocked),
+            State::Blocked | State::Running => Err(Error::Blocked),
         }
     }
 

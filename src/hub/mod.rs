@@ -14,6 +14,8 @@ pub(crate) mod reactor;
 pub(crate) mod remote;
 pub(crate) use reactor::Interest;
 pub(crate) mod scheduler;
+mod slot;
+pub(crate) use slot::Slot;
 pub(crate) mod spawn;
 pub(crate) mod timeout;
 pub(crate) mod timers;

@@ -52,10 +52,11 @@ impl Token {
     /// park is over (woken, timed out, killed) — nothing happens then.
     pub(crate) fn wake(&self, ready: &ReadyQueue, wake: Woke) -> bool {
         let g = &self.g;
-        if g.state.get() != State::Parked || g.park_gen.get() != self.generation {
+        let parked = g.state.get() == State::Blocked && !g.ext.queued.get();
+        if !parked || g.ext.park_gen.get() != self.generation {
             return false;
         }
-        g.state.set(State::Ready);
+        g.ext.queued.set(true);
         g.put_msg(Msg::Wake(wake));
         ready.push(self.g.clone());
         true
@@ -103,14 +104,15 @@ impl ReadyQueue {
 pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
     match g.state.get() {
         State::Dead | State::Running => false,
-        State::Ready => {
+        State::Blocked if g.ext.queued.get() => {
             g.put_msg(Msg::Throw);
             true
         }
-        State::Parked | State::Suspended | State::NotStarted => {
+        State::Blocked | State::Suspended | State::NotStarted => {
             // Bump the generation so no stale token can wake it again.
-            g.park_gen.set(g.park_gen.get() + 1);
-            g.state.set(State::Ready);
+            g.ext.park_gen.set(g.ext.park_gen.get() + 1);
+            g.state.set(State::Blocked);
+            g.ext.queued.set(true);
             g.put_msg(Msg::Throw);
             ready.push(g.clone());
             true
@@ -136,8 +138,8 @@ pub(crate) fn park_with(deadline: Option<Instant>, register: impl FnOnce(Token))
 fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(Token)) -> Woke {
     let cur = greenlet::current_rc();
     raise_deferred_exit(&cur);
-    let generation = cur.park_gen.get() + 1;
-    cur.park_gen.set(generation);
+    let generation = cur.ext.park_gen.get() + 1;
+    cur.ext.park_gen.set(generation);
     let scope = super::timeout::scope_deadline(&cur);
     let (eff, from_scope) = match (deadline, scope) {
         (Some(d), Some(s)) if s <= d => (Some(s), true),
@@ -161,7 +163,11 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
     register(Token::new(cur.clone(), generation));
     // The timer wakes the park with its own meaning: the scope's expiry or
     // the operation's deadline.
-    let on_fire = if from_scope { Woke::TimedOut } else { Woke::Deadline };
+    let on_fire = if from_scope {
+        Woke::TimedOut
+    } else {
+        Woke::Deadline
+    };
     let timer = eff.map(|e| {
         hub.timers
             .insert(e, Token::new(cur.clone(), generation), on_fire)
@@ -176,7 +182,8 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
         }
     }
     let _cancel = CancelTimer(hub, timer);
-    cur.state.set(State::Parked);
+    cur.state.set(State::Blocked);
+    cur.ext.queued.set(false);
     let msg = greenlet::suspend(None);
     let thrown = matches!(msg, Msg::Throw);
     let wake = msg.as_wake();
@@ -199,10 +206,10 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
 }
 
 /// Raises `GreenletExit` now for a kill that landed where it could not
-/// unwind (see `Inner::deferred_exit`).
+/// unwind (see `Slot::deferred_exit`).
 #[inline]
 fn raise_deferred_exit(cur: &Inner) {
-    if cur.deferred_exit.replace(false) {
+    if cur.ext.deferred_exit.replace(false) {
         panic::resume_unwind(Box::new(GreenletExit));
     }
 }
@@ -212,8 +219,9 @@ fn raise_deferred_exit(cur: &Inner) {
 pub(crate) fn yield_now() {
     let cur = greenlet::current_rc();
     raise_deferred_exit(&cur);
-    cur.park_gen.set(cur.park_gen.get() + 1);
-    cur.state.set(State::Ready);
+    cur.ext.park_gen.set(cur.ext.park_gen.get() + 1);
+    cur.state.set(State::Blocked);
+    cur.ext.queued.set(true);
     cur.put_msg(Msg::Wake(Woke::Ready));
     super::with(|hub| hub.ready.push(cur));
     let msg = greenlet::suspend(None);

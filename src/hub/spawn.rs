@@ -184,7 +184,7 @@ where
             match panic::catch_unwind(AssertUnwindSafe(f)) {
                 // Killed inside a patched libc call, and returned before
                 // the kill could be raised: it still ends as killed.
-                Ok(_) if greenlet::with_current(|c| c.deferred_exit.replace(false)) => {
+                Ok(_) if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) => {
                     Err(Error::Killed)
                 }
                 Ok(v) => Ok(v),
@@ -204,13 +204,15 @@ where
     .map_err(Error::spawn)?;
     match at {
         None => {
-            inner.state.set(State::Ready);
+            inner.state.set(State::Blocked);
+            inner.ext.queued.set(true);
             hub.ready.push(inner.clone());
         }
         Some(at) => {
-            inner.park_gen.set(1);
-            inner.state.set(State::Parked);
-            hub.timers.insert(at, Token::new(inner.clone(), 1), Woke::Ready);
+            inner.ext.park_gen.set(1);
+            inner.state.set(State::Blocked);
+            hub.timers
+                .insert(at, Token::new(inner.clone(), 1), Woke::Ready);
         }
     }
     Ok(JoinHandle {

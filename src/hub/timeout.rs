@@ -87,13 +87,13 @@ pub fn yield_now() {
 
 /// The earliest deadline among the scopes `g` has armed.
 pub(crate) fn scope_deadline(g: &Inner) -> Option<Instant> {
-    g.deadlines.borrow().iter().map(|d| d.1).min()
+    g.ext.deadlines.borrow().iter().map(|d| d.1).min()
 }
 
 /// Marks every expired scope of `g` as having fired.
 pub(crate) fn mark_fired(g: &Inner) {
     let now = Instant::now();
-    for d in g.deadlines.borrow_mut().iter_mut() {
+    for d in g.ext.deadlines.borrow_mut().iter_mut() {
         if d.1 <= now {
             d.2 = true;
         }
@@ -145,7 +145,7 @@ impl Timeout {
     pub fn start_at(deadline: Instant) -> Timeout {
         let g = greenlet::current_rc();
         let id = greenlet::next_id();
-        g.deadlines.borrow_mut().push((id, deadline, false));
+        g.ext.deadlines.borrow_mut().push((id, deadline, false));
         Timeout {
             g,
             id,
@@ -162,6 +162,7 @@ impl Timeout {
     /// Whether it has interrupted a blocking operation.
     pub fn fired(&self) -> bool {
         self.g
+            .ext
             .deadlines
             .borrow()
             .iter()
@@ -174,7 +175,7 @@ impl Timeout {
 
 impl Drop for Timeout {
     fn drop(&mut self) {
-        self.g.deadlines.borrow_mut().retain(|d| d.0 != self.id);
+        self.g.ext.deadlines.borrow_mut().retain(|d| d.0 != self.id);
     }
 }
 

@@ -52,7 +52,9 @@ impl Timers {
                     _ => None,
                 }
             };
-            let Some((_, (token, outcome))) = due else { break };
+            let Some((_, (token, outcome))) = due else {
+                break;
+            };
             token.wake(ready, outcome);
             fired += 1;
         }

@@ -203,7 +203,7 @@ enum Waited {
 /// earlier call does not stop this park: it waits for the greenlet's next
 /// greenhouse call (see the module docs).
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
-    let pending = greenlet::with_current(|c| c.deferred_exit.replace(false));
+    let pending = greenlet::with_current(|c| c.ext.deferred_exit.replace(false));
     let r = match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => Ok(v),
         Err(p) if p.is::<GreenletExit>() => Err(Waited::Killed),
@@ -217,7 +217,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
         }
     };
     if pending || r.is_err() {
-        greenlet::with_current(|c| c.deferred_exit.set(true));
+        greenlet::with_current(|c| c.ext.deferred_exit.set(true));
     }
     r
 }

@@ -1,0 +1,51 @@
+//! The hub's extension slot in every greenlet record.
+//!
+//! The greenlet layer carries one [`Slot`] per record (`Inner::ext`) and
+//! never looks inside it: everything here is the meaning the layers above
+//! give a greenlet. The hub's park state and `Timeout` scopes, the monkey
+//! hooks' deferred exit, and greenlet-local values (the `local` module).
+//!
+//! **Architecture Invariant:** `greenlet/` names this type in one place
+//! (the field) and reads none of its fields; `tests/tidy.rs` allows exactly
+//! that one upward reference.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// What the hub and the layers above keep per greenlet.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// Bumped at every park (and by a kill); a wake token carries the value
+    /// of the park it was made for, so late or duplicate wakes are ignored.
+    pub(crate) park_gen: Cell<u64>,
+    /// While the greenlet is `Blocked` (layer 1): true if it sits in the
+    /// ready queue with its message, false if it is parked waiting for a
+    /// token. Meaningless in any other state.
+    pub(crate) queued: Cell<bool>,
+    /// The `Timeout` scopes it armed: `(scope id, deadline, fired)`.
+    pub(crate) deadlines: RefCell<Vec<(u64, Instant, bool)>>,
+    /// A kill that could not unwind where it landed (inside a patched libc
+    /// call, whose C frames must not be unwound): raised at the next park,
+    /// or reported as the greenlet's result if it returns first.
+    pub(crate) deferred_exit: Cell<bool>,
+    /// Greenlet-local values, by key (the `local` module).
+    pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
+}
+
+impl Slot {
+    /// Drops the greenlet-local values (their destructors may use other
+    /// locals, so the list is not borrowed meanwhile). Installed as the
+    /// greenlet layer's exit hook: it runs on the greenlet's own stack when
+    /// its body ends, and again (finding nothing) when it is buried.
+    pub(crate) fn drop_locals(&self) {
+        loop {
+            let all = std::mem::take(&mut *self.locals.borrow_mut());
+            if all.is_empty() {
+                return;
+            }
+            drop(all);
+        }
+    }
+}
