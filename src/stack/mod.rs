@@ -39,9 +39,16 @@ pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
 /// The largest stack one greenlet may ask for: 1 TiB.
 pub(crate) const MAX_STACK_SIZE: usize = 1 << 40;
 
-/// How many free stacks per size class keep their memory; stacks returned
-/// beyond this have their pages released to the kernel (`MADV_DONTNEED`).
+/// How many most recently freed stacks per size class keep their memory
+/// when the pool trims.
 const HOT_STACKS: usize = 256;
+
+/// The pool trims a size class when more free stacks than this still hold
+/// memory: every free stack but the [`HOT_STACKS`] most recent gives its
+/// pages back, in one batched system call per 1,024 stacks. So freeing a
+/// stack costs no system call; the pool keeps at most this many touched
+/// free stacks per size class.
+const TRIM_AT: usize = 1024;
 
 /// A stack handed out by the pool. Dropping it returns it to the pool.
 #[derive(Debug)]
@@ -83,10 +90,26 @@ impl Drop for PooledStack {
 }
 
 /// One size class: stacks of exactly `size` usable bytes.
+///
+/// `free` is a LIFO (the most recently freed stack is reused first, while
+/// its pages are warm); `free[..clean]` hold no memory (fresh, or
+/// released by a trim), the rest were used since.
 #[derive(Debug)]
 struct Class {
     size: usize,
     free: Vec<(usize, usize)>,
+    clean: usize,
+}
+
+impl Class {
+    /// Releases every touched free stack but the most recent ones.
+    fn trim(&mut self, keep: usize) {
+        let end = self.free.len().saturating_sub(keep);
+        if end > self.clean {
+            slab::release(&self.free[self.clean..end]);
+            self.clean = end;
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +125,7 @@ impl Pool {
                 self.classes.push(Class {
                     size,
                     free: Vec::new(),
+                    clean: 0,
                 });
                 self.classes.len() - 1
             }
@@ -109,18 +133,20 @@ impl Pool {
         let class = &mut self.classes[idx];
         if class.free.is_empty() {
             slab::carve(size, &mut class.free)?;
+            class.clean = class.free.len();
         }
         let (top, bottom) = class.free.pop().expect("carve added stacks");
+        class.clean = class.clean.min(class.free.len());
         Ok(PooledStack { top, bottom })
     }
 
     fn give_back(&mut self, top: usize, bottom: usize) {
         let size = top - bottom;
         if let Some(class) = self.classes.iter_mut().find(|c| c.size == size) {
-            if class.free.len() >= HOT_STACKS {
-                slab::release_pages(bottom, top);
-            }
             class.free.push((top, bottom));
+            if class.free.len() - class.clean > TRIM_AT {
+                class.trim(HOT_STACKS);
+            }
         }
     }
 }

@@ -9,6 +9,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// `MADV_GUARD_INSTALL` (Linux ≥ 6.13); not yet exported by `libc`.
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 
+/// `PIDFD_SELF_THREAD`: lets `process_madvise` act on our own address space
+/// without opening a pidfd (so it stays right after `fork`).
+const PIDFD_SELF: libc::c_int = -10_000;
+
+/// The most ranges one `process_madvise` takes (`UIO_MAXIOV`).
+const MAX_IOV: usize = 1024;
+
 /// Target size of one slab mapping.
 const SLAB_BYTES: usize = 16 * 1024 * 1024;
 
@@ -142,36 +149,102 @@ pub(super) fn carve(size: usize, free: &mut Vec<(usize, usize)>) -> io::Result<(
         ));
     }
     let base = base as usize;
-    // Push in reverse so the lowest stack is handed out first.
-    let mut carved = Vec::with_capacity(count);
-    for i in 0..count {
-        let guard = base + i * stride;
-        if let Err(e) = install_guard(guard) {
-            // Keep the stacks that did get a guard; report the error only if
-            // none did.
-            if carved.is_empty() {
-                // SAFETY: nothing was handed out from this mapping.
-                unsafe { libc::munmap(base as *mut libc::c_void, len) };
-                return Err(e);
-            }
-            break;
+    // The first guard decides the guard mode; with `MADV_GUARD_INSTALL`,
+    // all the others go in one batched call.
+    let mut guarded = 0;
+    if let Err(e) = install_guard(base) {
+        // SAFETY: nothing was handed out from this mapping.
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+        return Err(e);
+    }
+    guarded += 1;
+    if guard_mode() == GuardMode::Madvise && !forced_mprotect() {
+        let rest: Vec<(usize, usize)> = (1..count).map(|i| (base + i * stride, page)).collect();
+        if advise(&rest, MADV_GUARD_INSTALL).is_ok() {
+            guarded = count;
         }
-        carved.push((guard + stride, guard + page));
+    }
+    // One at a time (the mprotect fallback, or a failed batch): keep the
+    // stacks that did get a guard.
+    while guarded < count && install_guard(base + guarded * stride).is_ok() {
+        guarded += 1;
     }
     super::overflow::register_slab(base, len, stride);
-    free.extend(carved.into_iter().rev());
+    // Push in reverse so the lowest stack is handed out first.
+    free.extend(
+        (0..guarded)
+            .rev()
+            .map(|i| (base + (i + 1) * stride, base + i * stride + page)),
+    );
     Ok(())
 }
 
-/// Returns the memory of `[bottom, top)` to the kernel; the range stays
-/// mapped and reads back as zeros.
-pub(super) fn release_pages(bottom: usize, top: usize) {
-    // SAFETY: the range is a free stack of ours; nobody runs on it.
-    unsafe {
-        libc::madvise(
-            bottom as *mut libc::c_void,
-            top - bottom,
-            libc::MADV_DONTNEED,
-        );
+/// Applies `advice` to every `(start, len)` range of our own memory: with
+/// `process_madvise(PIDFD_SELF)`, up to 1,024 ranges per system call
+/// (Linux ≥ 6.13 for this use); one `madvise` per range where that is
+/// refused, and for whatever a batch left undone.
+///
+/// # Errors
+/// The first error of the per-range fallback.
+fn advise(ranges: &[(usize, usize)], advice: libc::c_int) -> io::Result<()> {
+    let mut rest = ranges;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(MAX_IOV)];
+        let iov: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|&(start, len)| libc::iovec {
+                iov_base: start as *mut libc::c_void,
+                iov_len: len,
+            })
+            .collect();
+        // SAFETY: `iov` holds `iov.len()` valid iovecs describing ranges of
+        // our own mappings that the caller vouches for (see each caller);
+        // the kernel only reads the array.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_process_madvise,
+                PIDFD_SELF,
+                iov.as_ptr(),
+                iov.len(),
+                advice,
+                0,
+            )
+        };
+        if r < 0 {
+            break; // refused (older kernel): per range below
+        }
+        // It stops at a range it cannot advise: skip what was done.
+        let mut done = r as usize;
+        let mut k = 0;
+        while k < chunk.len() && done >= chunk[k].1 {
+            done -= chunk[k].1;
+            k += 1;
+        }
+        rest = &rest[k..];
+        if k < chunk.len() {
+            break;
+        }
     }
+    let mut first_err = None;
+    for &(start, len) in rest {
+        // SAFETY: as above, one range at a time.
+        if unsafe { libc::madvise(start as *mut libc::c_void, len, advice) } != 0 {
+            first_err.get_or_insert_with(io::Error::last_os_error);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Returns the memory of free stacks `(top, bottom)` to the kernel, in as
+/// few system calls as the kernel allows; the ranges stay mapped, read back
+/// as zeros, and keep their guard pages (`MADV_DONTNEED` leaves guard
+/// markers and `PROT_NONE` alone).
+pub(super) fn release(stacks: &[(usize, usize)]) {
+    let ranges: Vec<(usize, usize)> = stacks
+        .iter()
+        .map(|&(top, bottom)| (bottom, top - bottom))
+        .collect();
+    // The ranges are free stacks of ours: nobody runs on them (the pool's
+    // invariant). Failure only leaves the memory in use.
+    let _ = advise(&ranges, libc::MADV_DONTNEED);
 }
