@@ -287,7 +287,11 @@ fn trimmed_stacks_give_memory_back_and_keep_their_guards() {
         let grown = rss_kib().saturating_sub(before);
         // Kept: at most 1,024 dirty free stacks of 96 KiB (plus slack).
         println!("RSS-GROWN {grown} KiB");
-        assert!(grown < 160 * 1024, "RSS grew by {grown} KiB");
+        // Under AddressSanitizer the RSS is mostly ASan's own (shadow
+        // memory, quarantine): only the guard half of the test applies.
+        if std::env::var_os("GREENHOUSE_ASAN").is_none() {
+            assert!(grown < 160 * 1024, "RSS grew by {grown} KiB");
+        }
         // Every one of the 3,000 stacks was used; at most 1,024 free ones
         // still hold memory, on top of the pool's LIFO. Hold 1,100 so that
         // the next stack handed out is one a trim released.
