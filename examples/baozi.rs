@@ -37,7 +37,7 @@ fn run(chefs: usize, buns_each: usize, customers: usize, basket: usize) -> Resul
                     made.borrow_mut().push(bun.clone());
                     q.put(Some(bun)).map_err(|e| e.error)?;
                     max_in.set(max_in.get().max(q.len()));
-                    sleep(Duration::from_millis((c as u64 + n as u64) % 3))?;
+                    sleep(Duration::from_millis((c as u64 + n as u64) % 3));
                 }
                 Ok(())
             })
@@ -50,7 +50,7 @@ fn run(chefs: usize, buns_each: usize, customers: usize, basket: usize) -> Resul
                 while let Some(bun) = q.get()? {
                     println!("customer {c} ate {bun}");
                     eaten.borrow_mut().push((format!("customer {c}"), bun));
-                    sleep(Duration::from_millis(c as u64 % 2))?;
+                    sleep(Duration::from_millis(c as u64 % 2));
                 }
                 Ok(())
             })

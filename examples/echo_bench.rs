@@ -375,10 +375,10 @@ fn load(
             })
         })
         .collect();
-    greenhouse::sleep(Duration::from_secs(1)).unwrap(); // connect + warm up
+    greenhouse::sleep(Duration::from_secs(1)); // connect + warm up
     on_start();
     measuring.set(true);
-    greenhouse::sleep(Duration::from_secs_f64(secs)).unwrap();
+    greenhouse::sleep(Duration::from_secs_f64(secs));
     measuring.set(false);
     on_stop();
     stop.set(true);

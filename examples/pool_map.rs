@@ -15,7 +15,7 @@ use greenhouse::{Error, sleep};
 
 fn square(x: u64) -> u64 {
     // Later inputs finish sooner, so the order of results is not an accident.
-    sleep(Duration::from_millis(10 - x)).expect("no timeout is armed");
+    sleep(Duration::from_millis(10 - x));
     x * x
 }
 

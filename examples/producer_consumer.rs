@@ -42,7 +42,7 @@ fn consumer(out: Out, pause: bool) -> Generator<Option<u32>, &'static str, ()> {
             out.borrow_mut()
                 .push(format!("[CONSUMER] Consuming {n}..."));
             if pause {
-                let _ = greenhouse::sleep(Duration::from_secs(1));
+                greenhouse::sleep(Duration::from_secs(1));
             }
             r = "200 OK";
         }

@@ -28,7 +28,7 @@ fn run(workers: u64, slots: usize) -> Result<(Vec<String>, usize), Error> {
                 peak.set(peak.get().max(inside.get()));
                 log.borrow_mut()
                     .push(format!("worker {i:2} in  ({} inside)", inside.get()));
-                sleep(Duration::from_millis(5 + i % 4))?;
+                sleep(Duration::from_millis(5 + i % 4));
                 inside.set(inside.get() - 1);
                 log.borrow_mut().push(format!("worker {i:2} out"));
                 Ok(())

@@ -278,7 +278,7 @@ fn run(cfg: &Config) -> io::Result<Report> {
                     "{rt} round trips, {rate:.0}/s, errors {}",
                     n.connect_errors.get() + n.io_errors.get() + n.lost.get() + n.corrupted.get()
                 ));
-                let _ = greenhouse::sleep(Duration::from_millis(100));
+                greenhouse::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
         })

@@ -40,7 +40,7 @@ fn run(kind: &str, n: usize) -> (f64, f64) {
                 .collect();
             let spawned = t0.elapsed();
             for h in hs {
-                h.join().unwrap().unwrap();
+                h.join().unwrap();
             }
             (spawned.as_secs_f64(), t0.elapsed().as_secs_f64())
         }

@@ -27,7 +27,7 @@ fn run(ticks: u32, tick: Duration, cars: &[&'static str]) -> Result<Vec<String>,
                     green.clear();
                     log.borrow_mut().push("light: RED".to_string());
                 }
-                sleep(tick)?;
+                sleep(tick);
             }
             Ok(())
         })
@@ -40,7 +40,7 @@ fn run(ticks: u32, tick: Duration, cars: &[&'static str]) -> Result<Vec<String>,
                 loop {
                     if green.is_set() {
                         log.borrow_mut().push(format!("{car}: driving"));
-                        sleep(tick)?;
+                        sleep(tick);
                     } else {
                         log.borrow_mut().push(format!("{car}: red light, waiting"));
                         green.wait()?;

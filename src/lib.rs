@@ -43,7 +43,7 @@
 //!         greenhouse::spawn(move || {
 //!             asleep.set(asleep.get() + 1);
 //!             most.set(most.get().max(asleep.get()));
-//!             greenhouse::sleep(Duration::from_millis(20)).unwrap();
+//!             greenhouse::sleep(Duration::from_millis(20));
 //!             asleep.set(asleep.get() - 1);
 //!             i * i
 //!         })

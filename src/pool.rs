@@ -283,7 +283,7 @@ impl Group {
     /// let group = greenhouse::pool::Group::new();
     /// let done: Vec<u64> = group
     ///     .imap_unordered(|ms: u64| {
-    ///         greenhouse::sleep(Duration::from_millis(ms)).unwrap();
+    ///         greenhouse::sleep(Duration::from_millis(ms));
     ///         ms
     ///     }, [30, 1, 15])
     ///     .collect::<Result<_, _>>()?;
@@ -414,7 +414,7 @@ impl<T> Drop for Imap<T> {
 ///     pool.spawn(move || {
 ///         inside.set(inside.get() + 1);
 ///         peak.set(peak.get().max(inside.get()));
-///         greenhouse::sleep(Duration::from_millis(2)).unwrap();
+///         greenhouse::sleep(Duration::from_millis(2));
 ///         inside.set(inside.get() - 1);
 ///     })?;
 /// }

@@ -228,7 +228,7 @@ pub fn default_pool() -> &'static ThreadPool {
 /// let ticks = Rc::new(Cell::new(0));
 /// let t = ticks.clone();
 /// let ticker = greenhouse::spawn(move || loop {
-///     greenhouse::sleep(Duration::from_millis(5)).unwrap();
+///     greenhouse::sleep(Duration::from_millis(5));
 ///     t.set(t.get() + 1);
 /// });
 /// let v = greenhouse::threadpool::spawn_blocking(|| {

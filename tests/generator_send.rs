@@ -304,7 +304,7 @@ fn generators_in_two_greenlets_sleep_concurrently() {
                     for i in 0..5 {
                         sleeping.set(sleeping.get() + 1);
                         peak.set(peak.get().max(sleeping.get()));
-                        greenhouse::sleep(Duration::from_millis(50)).unwrap();
+                        greenhouse::sleep(Duration::from_millis(50));
                         sleeping.set(sleeping.get() - 1);
                         y.yield_(k * 10 + i);
                     }
@@ -331,7 +331,7 @@ fn a_generator_reads_lines_from_a_greenhouse_socket() -> std::io::Result<()> {
         let (mut conn, _) = listener.accept()?;
         for i in 0..4 {
             writeln!(conn, "line {i}")?;
-            greenhouse::sleep(Duration::from_millis(2)).unwrap();
+            greenhouse::sleep(Duration::from_millis(2));
         }
         Ok(())
     });
@@ -354,7 +354,7 @@ fn killing_a_greenlet_parked_inside_a_generator_unwinds_both() {
     let h = spawn(move || {
         let mut g = Generator::new(move |y: &Yielder<(), ()>, ()| {
             let _guard = DropFlag(f);
-            greenhouse::sleep(Duration::from_secs(60)).unwrap();
+            greenhouse::sleep(Duration::from_secs(60));
             y.yield_(());
         });
         let _ = g.resume();
@@ -385,11 +385,11 @@ fn stages_compose_and_follow_tails_a_growing_file() -> std::io::Result<()> {
     let p2 = path.clone();
     let writer = spawn(move || -> std::io::Result<()> {
         for i in 0..3 {
-            greenhouse::sleep(Duration::from_millis(5)).unwrap();
+            greenhouse::sleep(Duration::from_millis(5));
             let mut f = std::fs::OpenOptions::new().append(true).open(&p2)?;
             write!(f, "part{i}")?; // a line written in two pieces
             f.flush()?;
-            greenhouse::sleep(Duration::from_millis(2)).unwrap();
+            greenhouse::sleep(Duration::from_millis(2));
             writeln!(f, " done")?;
         }
         Ok(())
@@ -459,7 +459,7 @@ fn killing_a_greenlet_parked_in_nested_generators_unwinds_every_stack() {
             let _g = Note(o2, "outer");
             let mut inner = Generator::new(move |_: &Yielder<(), ()>, ()| {
                 let _g = Note(o3, "inner");
-                greenhouse::sleep(Duration::from_secs(60)).unwrap();
+                greenhouse::sleep(Duration::from_secs(60));
             });
             let _ = inner.resume();
             y.yield_(());

@@ -320,7 +320,7 @@ impl World {
                     let handles = self.handles();
                     self.model.borrow_mut().reap(&handles);
                     if sleep {
-                        greenhouse::sleep(Duration::from_millis(1)).unwrap();
+                        greenhouse::sleep(Duration::from_millis(1));
                     } else {
                         greenhouse::yield_now();
                     }
@@ -499,9 +499,9 @@ impl World {
                 // The Timeout's deadline always comes before the sleep's.
                 greenhouse::with_timeout(Duration::from_millis(ms), || {
                     greenhouse::sleep(Duration::from_millis(ms + 50))
-                })??;
+                })?;
             } else {
-                greenhouse::sleep(Duration::from_millis(ms))?;
+                greenhouse::sleep(Duration::from_millis(ms));
             }
             Ok(value)
         });

@@ -234,14 +234,14 @@ fn a_spawned_greenlet_cannot_be_switched_to_while_blocked() {
     let h = greenhouse::spawn(|| greenhouse::sleep(std::time::Duration::from_millis(20)));
     greenhouse::yield_now();
     assert_eq!(h.greenlet().switch::<(), ()>(()), Err(Error::Blocked));
-    h.join().unwrap().unwrap();
+    h.join().unwrap();
 }
 
 #[test]
 fn greenlets_can_block_in_the_hub_and_come_back() {
     // A raw greenlet sleeps (parks in the hub); main's switch waits for it.
     let g = Greenlet::new(|ms: u64| {
-        greenhouse::sleep(std::time::Duration::from_millis(ms)).unwrap();
+        greenhouse::sleep(std::time::Duration::from_millis(ms));
         ms * 2
     });
     assert_eq!(g.switch::<u64, u64>(5), Ok(10));

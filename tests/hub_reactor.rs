@@ -16,7 +16,7 @@ fn pair() -> io::Result<(Watcher<UnixStream>, UnixStream)> {
 fn a_reader_parks_until_data_arrives_while_others_run() -> io::Result<()> {
     let (a, mut b) = pair()?;
     let writer = spawn(move || -> io::Result<()> {
-        sleep(Duration::from_millis(10)).unwrap();
+        sleep(Duration::from_millis(10));
         b.write_all(b"hello")?;
         Ok(())
     });
@@ -109,7 +109,7 @@ fn writable_waits_for_buffer_space() -> io::Result<()> {
         }
     }
     let reader = spawn(move || -> io::Result<(usize, UnixStream)> {
-        sleep(Duration::from_millis(5)).unwrap();
+        sleep(Duration::from_millis(5));
         let mut buf = vec![0u8; 1 << 20];
         let mut got = 0;
         while got < 100_000 {

@@ -62,7 +62,7 @@ fn kill_unwinds_a_sleeping_greenlet_and_runs_its_destructors() {
     let f = dropped.clone();
     let h = spawn(move || {
         let _guard = DropFlag(f);
-        sleep(Duration::from_secs(60)).unwrap();
+        sleep(Duration::from_secs(60));
         unreachable!();
     });
     yield_now();
@@ -125,7 +125,7 @@ fn joinall_returns_results_in_the_order_given() {
     let hs: Vec<_> = (0..4u64)
         .map(|i| {
             spawn(move || {
-                sleep(Duration::from_millis((4 - i) * 5)).unwrap();
+                sleep(Duration::from_millis((4 - i) * 5));
                 i
             })
         })
@@ -138,7 +138,7 @@ fn joinall_returns_results_in_the_order_given() {
 fn joinall_timeout_reports_what_finished() {
     let fast = spawn(|| 1);
     let slow = spawn(|| {
-        sleep(Duration::from_millis(200)).unwrap();
+        sleep(Duration::from_millis(200));
         2
     });
     let also_fast = spawn(|| 3);
@@ -154,7 +154,7 @@ fn joinall_timeout_reports_what_finished() {
 #[test]
 fn join_timeout_leaves_the_handle_usable() {
     let mut h = spawn(|| {
-        sleep(Duration::from_millis(30)).unwrap();
+        sleep(Duration::from_millis(30));
         "late"
     });
     assert_eq!(
@@ -180,7 +180,7 @@ fn killall_kills_every_greenlet() {
                     }
                 }
                 let _c = Count(d);
-                sleep(Duration::from_secs(60)).unwrap();
+                sleep(Duration::from_secs(60));
             })
         })
         .collect();
@@ -193,18 +193,18 @@ fn killall_kills_every_greenlet() {
 #[test]
 fn a_panic_is_isolated_and_returned_by_join() {
     let ok_before = spawn(|| {
-        sleep(Duration::from_millis(5)).unwrap();
+        sleep(Duration::from_millis(5));
         1
     });
     let bad = Builder::new()
         .name("the-bad-one")
         .spawn(|| -> u32 {
-            sleep(Duration::from_millis(1)).unwrap();
+            sleep(Duration::from_millis(1));
             panic!("boom {}", 42)
         })
         .unwrap();
     let ok_after = spawn(|| {
-        sleep(Duration::from_millis(10)).unwrap();
+        sleep(Duration::from_millis(10));
         3
     });
     match bad.join() {
@@ -258,7 +258,7 @@ fn kill_before_a_delayed_start_never_runs_it() {
     let r = ran.clone();
     let h = greenhouse::spawn_later(Duration::from_millis(5), move || r.set(true));
     h.kill().unwrap();
-    sleep(Duration::from_millis(10)).unwrap();
+    sleep(Duration::from_millis(10));
     assert!(!ran.get());
     assert_eq!(h.join(), Err(Error::Killed));
 }
@@ -307,7 +307,7 @@ fn a_destructor_may_block_while_its_greenlet_unwinds_and_others_panic() {
     struct SlowDrop(Rc<Cell<bool>>);
     impl Drop for SlowDrop {
         fn drop(&mut self) {
-            let _ = sleep(Duration::from_millis(20));
+            sleep(Duration::from_millis(20));
             self.0.set(true);
         }
     }
@@ -315,16 +315,16 @@ fn a_destructor_may_block_while_its_greenlet_unwinds_and_others_panic() {
     let f = finished.clone();
     let victim = spawn(move || {
         let _slow = SlowDrop(f);
-        sleep(Duration::from_secs(60)).unwrap();
+        sleep(Duration::from_secs(60));
     });
     yield_now();
     victim.kill_nowait();
     let panicker = spawn(|| -> u8 {
-        sleep(Duration::from_millis(5)).unwrap();
+        sleep(Duration::from_millis(5));
         panic!("while another greenlet is mid-unwind")
     });
     let normal = spawn(|| {
-        sleep(Duration::from_millis(10)).unwrap();
+        sleep(Duration::from_millis(10));
         7
     });
     assert!(matches!(panicker.join(), Err(Error::Panicked { .. })));

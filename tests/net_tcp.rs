@@ -259,7 +259,7 @@ fn buf_reader_lines_and_try_clone() -> io::Result<()> {
         let mut writer = conn.try_clone()?;
         for i in 0..3 {
             writeln!(writer, "line {i}")?;
-            sleep(Duration::from_millis(2)).unwrap();
+            sleep(Duration::from_millis(2));
         }
         Ok(())
     });
@@ -332,7 +332,7 @@ fn stream_server_max_connections_is_never_exceeded() -> io::Result<()> {
         p.set(p.get().max(l.get()));
         let mut b = [0u8; 1];
         let _ = conn.read_exact(&mut b);
-        let _ = sleep(Duration::from_millis(5));
+        sleep(Duration::from_millis(5));
         let _ = conn.write_all(&b);
         l.set(l.get() - 1);
     })?;
@@ -366,7 +366,7 @@ fn serve_forever_returns_after_stop_from_another_greenlet() -> io::Result<()> {
     let server = echo_server()?;
     let s2 = server.clone();
     let _stopper = spawn(move || {
-        sleep(Duration::from_millis(10)).unwrap();
+        sleep(Duration::from_millis(10));
         s2.stop(None).unwrap();
     });
     server.serve_forever()?;

@@ -93,7 +93,7 @@ fn unix_stream_echo_many_clients() -> io::Result<()> {
 fn unix_stream_pair_peek_and_half_close() -> io::Result<()> {
     let (mut a, mut b) = UnixStream::pair()?;
     let writer = spawn(move || -> io::Result<()> {
-        greenhouse::sleep(Duration::from_millis(5)).unwrap();
+        greenhouse::sleep(Duration::from_millis(5));
         b.write_all(b"peekaboo")?;
         b.shutdown(std::net::Shutdown::Write)?;
         let mut rest = String::new();
@@ -139,11 +139,11 @@ fn short_reads_then_timeout_data_and_eof_in_one_event() -> io::Result<()> {
         got.push(rest);
         Ok(got)
     });
-    greenhouse::sleep(Duration::from_millis(5)).unwrap();
+    greenhouse::sleep(Duration::from_millis(5));
     b.write_all(b"one")?;
-    greenhouse::sleep(Duration::from_millis(60)).unwrap();
+    greenhouse::sleep(Duration::from_millis(60));
     b.write_all(b"two")?;
-    greenhouse::sleep(Duration::from_millis(5)).unwrap();
+    greenhouse::sleep(Duration::from_millis(5));
     b.write_all(b"three")?;
     drop(b);
     let got = reader.join().unwrap()?;

@@ -196,7 +196,7 @@ fn semaphore_bounds_concurrency_and_guards_release_on_kill() {
                 inside.set(inside.get() + 1);
                 let _inside = Inside(inside.clone());
                 peak.set(peak.get().max(inside.get()));
-                sleep(ms(1)).unwrap();
+                sleep(ms(1));
             })
         })
         .collect();
@@ -253,7 +253,7 @@ fn a_lock_holder_killed_mid_section_releases_it() {
     let holder = spawn(move || {
         let mut g = l1.lock().unwrap();
         *g += 1;
-        sleep(Duration::from_secs(60)).unwrap();
+        sleep(Duration::from_secs(60));
     });
     yield_now();
     assert!(lock.is_locked());
@@ -431,7 +431,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
         let (q, done) = (q.clone(), done.clone());
         spawn(move || {
             while let Ok(ms_) = q.get() {
-                sleep(ms(ms_ + w)).unwrap();
+                sleep(ms(ms_ + w));
                 done.set(done.get() + 1);
                 q.task_done().unwrap();
             }
@@ -462,7 +462,7 @@ fn channel_put_waits_for_a_getter() {
         ch2.put(7).unwrap();
         pr.set(true);
     });
-    sleep(ms(5)).unwrap();
+    sleep(ms(5));
     assert!(!put_returned.get(), "put must wait for a get");
     assert_eq!(ch.len(), 0);
     assert_eq!(ch.get(), Ok(7));

@@ -48,7 +48,7 @@ impl HttpServer {
                 Err(e) => return tx.send(Err(e)).unwrap(),
             };
             tx.send(Ok(server.local_addr())).unwrap();
-            let _ = greenhouse::sleep(Duration::MAX); // serve until exit
+            greenhouse::sleep(Duration::MAX); // serve until exit
         });
         let addr = rx.recv().expect("server thread died")?;
         Ok(HttpServer {
@@ -92,7 +92,7 @@ fn serve(
     peak.fetch_max(now, Ordering::SeqCst);
     let (status, body) = if let Some(ms) = path.strip_prefix("/wait/") {
         let ms = ms.parse().unwrap_or(0);
-        greenhouse::sleep(Duration::from_millis(ms)).ok();
+        greenhouse::sleep(Duration::from_millis(ms));
         ("200 OK", format!("waited {ms} ms\n").into_bytes())
     } else if let Some(n) = path.strip_prefix("/gather/") {
         // Overlap by construction rather than by timing: on a loaded

@@ -127,12 +127,12 @@ where
                     // Keep the partial line and wait for the rest.
                     let mut rest = String::new();
                     while !rest.ends_with('\n') {
-                        crate::sleep(p).map_err(io::Error::from)?;
+                        crate::hub::timeout::try_sleep(p).map_err(io::Error::from)?;
                         reader.read_line(&mut rest)?;
                     }
                     line.push_str(&rest);
                 } else {
-                    crate::sleep(p).map_err(io::Error::from)?;
+                    crate::hub::timeout::try_sleep(p).map_err(io::Error::from)?;
                     continue;
                 }
             }

@@ -189,7 +189,7 @@ pub(crate) fn drain(remote: &Remote, waits: &RemoteWaits, ready: &ReadyQueue) {
 ///     .unwrap();
 /// });
 /// worker.join().unwrap();
-/// greenhouse::sleep(std::time::Duration::from_millis(1))?; // let the hub run it
+/// greenhouse::sleep(std::time::Duration::from_millis(1)); // let the hub run it
 /// assert!(rx.recv()?.starts_with("Greenlet-"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -362,7 +362,7 @@ impl<T> JoinHandle<T> {
     /// use std::time::Duration;
     /// let mut h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_millis(50)));
     /// assert_eq!(h.join_timeout(Duration::from_millis(1)), Err(greenhouse::Error::TimedOut));
-    /// assert_eq!(h.join_timeout(Duration::from_secs(5)), Ok(Ok(())));
+    /// assert_eq!(h.join_timeout(Duration::from_secs(5)), Ok(()));
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
         self.wait_until(deadline_in(timeout))?;
@@ -527,7 +527,7 @@ pub enum Joined<T> {
 /// use greenhouse::{Joined, joinall_timeout, sleep, spawn};
 ///
 /// let fast = spawn(|| 1);
-/// let slow = spawn(|| { let _ = sleep(Duration::from_secs(10)); 2 });
+/// let slow = spawn(|| { sleep(Duration::from_secs(10)); 2 });
 /// let r = joinall_timeout(vec![fast, slow], Duration::from_millis(20));
 /// assert!(matches!(r[0], Joined::Done(Ok(1))));
 /// assert!(matches!(r[1], Joined::Pending(_)));

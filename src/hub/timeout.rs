@@ -4,7 +4,8 @@
 //! Every blocking operation of that greenlet parks with the earlier of its
 //! own deadline and the scope's, so an expired scope interrupts whatever
 //! the greenlet is blocked in — and every later blocking call — with
-//! [`Error::TimedOut`] until the guard is dropped.
+//! [`Error::TimedOut`] until the guard is dropped (`sleep`, which returns
+//! nothing, ends early instead).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -18,41 +19,56 @@ use crate::greenlet::{self, Inner};
 /// Suspends the current greenlet for `duration`; other greenlets run
 /// meanwhile. `sleep(Duration::ZERO)` is [`yield_now`].
 ///
-/// # Errors
-/// [`Error::TimedOut`] if an armed [`Timeout`] expires first.
+/// Like `std::thread::sleep` it returns nothing: the only ways out are the
+/// time passing, a kill (which unwinds, as everywhere), and an armed
+/// [`Timeout`] expiring first. Then the sleep ends early, the guard reports
+/// [`fired`](Timeout::fired), [`with_timeout`] returns
+/// [`Error::TimedOut`], and every later blocking call of the greenlet that
+/// returns a `Result` fails with `TimedOut` until the guard is dropped
+/// (so a loop that only sleeps should check `fired`).
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::{Duration, Instant};
 /// let t0 = Instant::now();
-/// greenhouse::sleep(Duration::from_millis(10))?;
+/// greenhouse::sleep(Duration::from_millis(10));
 /// assert!(t0.elapsed() >= Duration::from_millis(10));
-/// # Ok::<(), greenhouse::Error>(())
 /// ```
-pub fn sleep(duration: Duration) -> Result<(), Error> {
+pub fn sleep(duration: Duration) {
     if duration.is_zero() {
         yield_now();
-        return Ok(());
+        return;
     }
-    sleep_until(super::watcher::saturating_deadline(duration))
+    sleep_until(super::watcher::saturating_deadline(duration));
 }
 
-/// Suspends the current greenlet until `deadline` (yields if it has passed).
-///
-/// # Errors
-/// [`Error::TimedOut`] if an armed [`Timeout`] expires first.
+/// Suspends the current greenlet until `deadline` (yields if it has
+/// passed). Ends early only if an armed [`Timeout`] expires first (see
+/// [`sleep`]).
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::{Duration, Instant};
 /// let at = Instant::now() + Duration::from_millis(5);
-/// greenhouse::sleep_until(at)?;
+/// greenhouse::sleep_until(at);
 /// assert!(Instant::now() >= at);
-/// # Ok::<(), greenhouse::Error>(())
 /// ```
-pub fn sleep_until(deadline: Instant) -> Result<(), Error> {
+pub fn sleep_until(deadline: Instant) {
+    // Ending early is what an expired Timeout asks for; it reports itself.
+    let _ = sleep_checked(deadline);
+}
+
+/// [`sleep`] that says why it ended (see [`sleep_checked`]).
+pub(crate) fn try_sleep(duration: Duration) -> Result<(), Error> {
+    sleep_checked(super::watcher::saturating_deadline(duration))
+}
+
+/// [`sleep_until`] that says why it ended: `Err(TimedOut)` when an armed
+/// `Timeout` expired first (for the crate's own retry loops, which must
+/// stop then).
+pub(crate) fn sleep_checked(deadline: Instant) -> Result<(), Error> {
     if deadline <= Instant::now() {
         yield_now();
         return Ok(());
@@ -103,21 +119,23 @@ pub(crate) fn mark_fired(g: &Inner) {
 /// A deadline for the current greenlet (gevent's `Timeout`).
 ///
 /// While the guard lives, any blocking operation of the greenlet that
-/// armed it (sleep, join, socket IO, waits) fails with
-/// [`Error::TimedOut`] once the deadline has passed. Dropping the guard
+/// armed it (join, socket IO, waits) fails with [`Error::TimedOut`] once
+/// the deadline has passed, and [`sleep`] ends early. Dropping the guard
 /// disarms it. Scopes nest: the earliest deadline wins.
 ///
 /// # Examples
 ///
 /// ```
-/// use std::time::Duration;
-/// use greenhouse::{Error, Timeout, sleep};
+/// use std::time::{Duration, Instant};
+/// use greenhouse::{Error, Timeout, sleep, spawn};
 ///
+/// let t0 = Instant::now();
 /// let t = Timeout::start(Duration::from_millis(10));
-/// assert_eq!(sleep(Duration::from_secs(10)), Err(Error::TimedOut));
-/// assert!(t.fired());
+/// sleep(Duration::from_secs(10)); // cut short
+/// assert!(t.fired() && t0.elapsed() < Duration::from_secs(10));
+/// assert_eq!(spawn(|| 1).join(), Err(Error::TimedOut)); // so is every later wait
 /// drop(t);
-/// assert_eq!(sleep(Duration::from_millis(1)), Ok(()));
+/// assert_eq!(spawn(|| 1).join(), Ok(1));
 /// ```
 #[must_use = "a Timeout is disarmed when dropped: bind it (`let _t = Timeout::start(d);`) for the scope it guards"]
 pub struct Timeout {

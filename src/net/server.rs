@@ -304,7 +304,7 @@ fn accept_loop(sh: &Rc<Shared>, listener: &TcpListener) {
                     );
                     reported = true;
                 }
-                if crate::sleep(backoff).is_err() {
+                if crate::hub::timeout::try_sleep(backoff).is_err() {
                     return;
                 }
                 backoff = (backoff * 2).min(Duration::from_millis(500));

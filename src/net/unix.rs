@@ -124,7 +124,8 @@ impl UnixStream {
             match s.connect(&addr) {
                 Ok(()) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    crate::sleep(Duration::from_millis(1)).map_err(io::Error::from)?;
+                    crate::hub::timeout::try_sleep(Duration::from_millis(1))
+                        .map_err(io::Error::from)?;
                 }
                 Err(e) if connect_in_progress(&e) => {
                     let fd: std::os::fd::OwnedFd = s.into();

@@ -159,7 +159,8 @@ semaphore!(
     ///         let s = slots.clone();
     ///         greenhouse::spawn(move || {
     ///             let _permit = s.access()?; // at most 2 in here at once
-    ///             greenhouse::sleep(std::time::Duration::from_millis(1))
+    ///             greenhouse::sleep(std::time::Duration::from_millis(1));
+    ///             Ok::<(), greenhouse::Error>(())
     ///         })
     ///     })
     ///     .collect();
