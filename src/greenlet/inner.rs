@@ -246,24 +246,28 @@ pub(crate) fn take_doomed() -> Option<Rc<Inner>> {
 
 #[cold]
 fn take_doomed_slow() -> Option<Rc<Inner>> {
-    DOOMED
-        .try_with(|d| {
-            let mut d = d.borrow_mut();
-            while let Some(g) = d.pop() {
-                if g.handles.get() == 0 && g.state.get() == State::Suspended {
-                    if d.is_empty() {
-                        HAS_DOOMED.with(|f| f.set(false));
-                    }
-                    g.reaped.set(true);
-                    g.put_msg(Msg::Throw);
-                    return Some(g);
+    loop {
+        let g = DOOMED
+            .try_with(|d| {
+                let mut d = d.borrow_mut();
+                let g = d.pop();
+                if d.is_empty() {
+                    HAS_DOOMED.with(|f| f.set(false));
                 }
-            }
-            HAS_DOOMED.with(|f| f.set(false));
-            None
-        })
-        .ok()
-        .flatten()
+                g
+            })
+            .ok()
+            .flatten()?;
+        if g.handles.get() == 0 && g.state.get() == State::Suspended {
+            g.reaped.set(true);
+            g.put_msg(Msg::Throw);
+            return Some(g);
+        }
+        // Reachable again, or no longer suspended: not ours to kill. It is
+        // dropped here, outside the list's borrow (dropping a record may
+        // doom its parent, which pushes onto the list).
+        drop(g);
+    }
 }
 
 /// Builds an `Inner` directly in its `Rc` allocation (a plain `Rc::new`

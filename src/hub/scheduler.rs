@@ -122,6 +122,7 @@ pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
 
 /// Parks the current greenlet until a token wakes it, `deadline` passes or
 /// an armed `Timeout` scope expires. Raises `GreenletExit` if killed.
+#[cfg(feature = "monkey")]
 #[inline]
 pub(crate) fn park(deadline: Option<Instant>) -> Woke {
     park_with(deadline, |_| {})

@@ -74,7 +74,15 @@ pub(crate) fn sleep_checked(deadline: Instant) -> Result<(), Error> {
         return Ok(());
     }
     loop {
-        match scheduler::park(Some(deadline)) {
+        // A sleep is always a scheduling point: if the deadline passed
+        // before the park could start (`register` is then not called),
+        // yield once instead.
+        let mut parked = false;
+        let woke = scheduler::park_with(Some(deadline), |_token| parked = true);
+        if !parked {
+            yield_now();
+        }
+        match woke {
             Woke::Deadline => return Ok(()),
             Woke::TimedOut => return Err(Error::TimedOut),
             Woke::Deadlock => return Err(Error::Deadlock),
