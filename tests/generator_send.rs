@@ -10,12 +10,8 @@ use std::time::Duration;
 use greenhouse::net::{TcpListener, TcpStream};
 use greenhouse::{Generator, GeneratorError, GeneratorState, Yielder, joinall, spawn};
 
-struct DropFlag(Rc<Cell<bool>>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
-}
+mod common;
+use common::DropFlag;
 
 #[derive(Debug)]
 struct Oops(&'static str);

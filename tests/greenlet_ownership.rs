@@ -8,13 +8,8 @@ use std::rc::Rc;
 
 use greenhouse::{Greenlet, GreenletExit};
 
-/// Sets its flag when dropped: proves destructors ran.
-struct DropFlag(Rc<Cell<bool>>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
-}
+mod common;
+use common::DropFlag;
 
 /// A suspended greenlet whose only remaining reference is its
 /// never-started child's parent link. Dropping the child must kill the

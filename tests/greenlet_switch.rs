@@ -6,13 +6,8 @@ use std::rc::Rc;
 
 use greenhouse::{Error, Greenlet, GreenletExit};
 
-/// Sets its flag when dropped: proves destructors ran.
-struct DropFlag(Rc<Cell<bool>>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
-}
+mod common;
+use common::DropFlag;
 
 #[test]
 fn values_travel_both_ways() {

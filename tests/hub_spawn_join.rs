@@ -8,12 +8,8 @@ use greenhouse::{
     Builder, Error, Joined, joinall, joinall_timeout, killall, sleep, spawn, yield_now,
 };
 
-struct DropFlag(Rc<Cell<bool>>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
-}
+mod common;
+use common::DropFlag;
 
 #[test]
 fn spawn_and_join_return_values() {

@@ -51,7 +51,8 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     let cur = inner::current_ptr();
     // SAFETY: CURRENT is live (inner.rs invariant), and stays live across
     // the suspension below: a non-main greenlet's record is owned by its
-    // own body frame, which is below this one on the same stack (inner.rs,
+    // own body frame, which is alive for as long as any frame above it is
+    // (on its stack, or on a generator's stack it resumed: inner.rs,
     // Ownership); main's is owned by the thread context.
     let cur = unsafe { &*cur };
     if let Some(f) = cur.forward.get() {
