@@ -83,7 +83,7 @@ pub mod threadpool;
 
 pub use error::{Error, PanicPayload};
 pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown, Yielder};
-pub use greenlet::{Greenlet, GreenletExit};
+pub use greenlet::{Greenlet, GreenletExit, StackUsage};
 pub use hub::{
     Builder, HubHandle, HubStats, JoinHandle, Joined, Timeout, Watcher, joinall, joinall_timeout,
     killall, sleep, sleep_until, spawn, spawn_later, stats, with_timeout, yield_now,

@@ -197,7 +197,7 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
     where
         F: FnOnce(&Yielder<S, Y>, S) -> R + 'static,
     {
-        let st = stack::take(size).map_err(|e| GeneratorError::Spawn(e.to_string()))?;
+        let st = stack::take(size, false).map_err(|e| GeneratorError::Spawn(e.to_string()))?;
         let shared = Rc::new(Shared::default());
         let sh = shared.clone();
         let coro = Coroutine::with_stack(

@@ -81,6 +81,9 @@ pub(crate) struct Inner {
     /// Killed because it became unreachable: its outcome goes to nobody.
     pub(crate) reaped: Cell<bool>,
     pub(crate) coro: RefCell<Option<Coro>>,
+    /// The coroutine's stack, `(top, bottom)`; `(0, 0)` for main. Kept
+    /// here because the coroutine is borrowed while it runs.
+    pub(crate) stack: Cell<(usize, usize)>,
     /// Set by the body on first resume; valid while the coroutine lives.
     pub(crate) yielder: Cell<*const Yielder<(), Option<Rc<Inner>>>>,
     /// While this greenlet resumes a generator: that generator's forwarder
@@ -111,6 +114,7 @@ impl Inner {
             handles: Cell::new(0),
             reaped: Cell::new(false),
             coro: RefCell::new(None),
+            stack: Cell::new((0, 0)),
             yielder: Cell::new(std::ptr::null()),
             forward: Cell::new(None),
             pending: Cell::new(Msg::Empty),

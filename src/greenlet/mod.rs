@@ -95,13 +95,17 @@ impl Eq for Greenlet {}
 /// Creates the coroutine for `inner`, with `body` as what runs on its stack.
 ///
 /// `body` receives the first message the greenlet is resumed with.
+/// With `clean_stack`, the stack starts with no memory (see
+/// [`Greenlet::stack_usage`]).
 pub(crate) fn create(
     make: impl FnOnce() -> Inner,
     stack_size: usize,
+    clean_stack: bool,
     body: impl FnOnce(Msg) -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
-    let stack = stack::take(stack_size)?;
+    let stack = stack::take(stack_size, clean_stack)?;
     let inner = inner::new_rc(make);
+    inner.stack.set(stack.bounds());
     let coro = Coroutine::with_stack(stack, move |y: &Yielder<(), Option<Rc<Inner>>>, ()| {
         // The greenlet owns its record while it has frames (inner.rs,
         // Ownership): this reference lives until the body has returned.
@@ -172,7 +176,7 @@ impl Greenlet {
     {
         let parent = Handle::new(current_rc());
         let record = move || Inner::new(None, false, Some(parent), Expect::of::<A>());
-        let inner = create(record, stack_size, move |first| {
+        let inner = create(record, stack_size, false, move |first| {
             let arg = match first {
                 Msg::Throw => return Outcome::Exited,
                 other => {
@@ -449,4 +453,59 @@ impl Greenlet {
     pub fn name(&self) -> String {
         self.inner.name()
     }
+
+    /// How much of this greenlet's stack holds memory: its high-water mark,
+    /// to a page. `None` for the main greenlet (the thread's own stack) and
+    /// for a dead greenlet (its stack went back to the pool).
+    ///
+    /// Stacks are pooled, and a reused stack keeps the pages its earlier
+    /// users touched until the pool releases them, so `touched` is at least
+    /// this greenlet's own depth. For a measurement of one greenlet alone,
+    /// spawn it with [`Builder::clean_stack`](crate::Builder::clean_stack).
+    /// Each call is one `mincore` system call.
+    ///
+    /// Use it to size stacks ([`Builder::stack_size`](crate::Builder::stack_size)):
+    /// run the deepest path of a handler, read `touched` at its end, and
+    /// leave a margin, since an overflow aborts the process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::{Builder, Greenlet};
+    ///
+    /// let h = Builder::new().clean_stack(true).spawn(|| {
+    ///     let buf = [1u8; 20_000]; // about five pages of stack
+    ///     std::hint::black_box(&buf);
+    ///     Greenlet::current().stack_usage().unwrap()
+    /// })?;
+    /// let usage = h.join()?;
+    /// assert!(usage.touched >= 20_000 && usage.touched < usage.size);
+    /// assert_eq!(Greenlet::main().stack_usage(), None);
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn stack_usage(&self) -> Option<StackUsage> {
+        let (top, bottom) = self.inner.stack.get();
+        if top == 0 || self.is_dead() {
+            return None;
+        }
+        Some(StackUsage {
+            size: top - bottom,
+            // The range is a live pooled stack, mapped for the process's
+            // life: mincore cannot fail on it.
+            touched: stack::touched((top, bottom)).unwrap_or(0),
+        })
+    }
+}
+
+/// A greenlet's stack: its size and how much of it holds memory, from
+/// [`Greenlet::stack_usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StackUsage {
+    /// Usable bytes: the requested stack size rounded up to whole pages.
+    pub size: usize,
+    /// Bytes from the top of the stack down to the deepest page that holds
+    /// memory (a multiple of the page size): the high-water mark since the
+    /// stack's memory was last released, and what the stack costs in RSS.
+    pub touched: usize,
 }

@@ -30,6 +30,7 @@ use crate::stack::DEFAULT_STACK_SIZE;
 pub struct Builder {
     name: Option<String>,
     stack_size: usize,
+    clean_stack: bool,
 }
 
 impl Default for Builder {
@@ -44,6 +45,7 @@ impl Builder {
         Builder {
             name: None,
             stack_size: DEFAULT_STACK_SIZE,
+            clean_stack: false,
         }
     }
 
@@ -63,6 +65,15 @@ impl Builder {
     /// (kind `InvalidInput`).
     pub fn stack_size(mut self, size: usize) -> Builder {
         self.stack_size = size;
+        self
+    }
+
+    /// With `true`, the greenlet gets a stack that holds no memory yet (a
+    /// pooled stack that was used before is released first: one `madvise`),
+    /// so that [`Greenlet::stack_usage`] measures this greenlet's own
+    /// high-water mark. Off by default: reusing a warm stack is faster.
+    pub fn clean_stack(mut self, clean: bool) -> Builder {
+        self.clean_stack = clean;
         self
     }
 
@@ -175,7 +186,7 @@ where
     let name = b.name.map(String::into_boxed_str);
     let stack_size = b.stack_size;
     let record = move || Inner::new(name, true, None, Expect::of::<()>());
-    let inner = greenlet::create(record, stack_size, move |first| {
+    let inner = greenlet::create(record, stack_size, b.clean_stack, move |first| {
         let killed = matches!(first, Msg::Throw);
         first.discard();
         let result = if killed {

@@ -80,6 +80,13 @@ unsafe impl corosensei::stack::Stack for PooledStack {
     }
 }
 
+impl PooledStack {
+    /// `(top, bottom)`: the usable range, `bottom` inclusive.
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        (self.top, self.bottom)
+    }
+}
+
 impl Drop for PooledStack {
     fn drop(&mut self) {
         let (top, bottom) = (self.top, self.bottom);
@@ -118,7 +125,7 @@ struct Pool {
 }
 
 impl Pool {
-    fn take(&mut self, size: usize) -> io::Result<PooledStack> {
+    fn take(&mut self, size: usize, clean: bool) -> io::Result<PooledStack> {
         let idx = match self.classes.iter().position(|c| c.size == size) {
             Some(i) => i,
             None => {
@@ -136,6 +143,10 @@ impl Pool {
             class.clean = class.free.len();
         }
         let (top, bottom) = class.free.pop().expect("carve added stacks");
+        if clean && class.free.len() >= class.clean {
+            // Used since its memory was last released: release it now.
+            slab::release(&[(top, bottom)]);
+        }
         class.clean = class.clean.min(class.free.len());
         Ok(PooledStack { top, bottom })
     }
@@ -169,7 +180,11 @@ pub(crate) fn round_size(size: usize) -> usize {
 /// Fails when the kernel refuses a new slab (`ENOMEM`), or when the
 /// `mprotect` fallback runs out of map entries; the error names
 /// `vm.max_map_count` in that case.
-pub(crate) fn take(size: usize) -> io::Result<PooledStack> {
+///
+/// With `clean`, the stack holds no memory when handed out (a reused one
+/// is released first: one `madvise`), so that [`touched`] then measures
+/// only what its new user touched.
+pub(crate) fn take(size: usize, clean: bool) -> io::Result<PooledStack> {
     if size > MAX_STACK_SIZE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -177,8 +192,18 @@ pub(crate) fn take(size: usize) -> io::Result<PooledStack> {
         ));
     }
     let size = round_size(size);
-    POOL.try_with(|pool| pool.borrow_mut().take(size))
+    POOL.try_with(|pool| pool.borrow_mut().take(size, clean))
         .unwrap_or_else(|_| Err(io::Error::other("thread is exiting: no stack pool")))
+}
+
+/// Bytes of the stack `(top, bottom)` (see [`PooledStack::bounds`]) that
+/// hold memory, counted from the top down to the deepest touched page: the
+/// stack's high-water mark, to a page, since its memory was last released.
+///
+/// # Errors
+/// What `mincore` reports.
+pub(crate) fn touched((top, bottom): (usize, usize)) -> io::Result<usize> {
+    slab::touched(top, bottom)
 }
 
 /// How guard pages are installed in this process (for diagnostics and tests).

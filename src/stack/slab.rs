@@ -248,3 +248,34 @@ pub(super) fn release(stacks: &[(usize, usize)]) {
     // invariant). Failure only leaves the memory in use.
     let _ = advise(&ranges, libc::MADV_DONTNEED);
 }
+
+/// How many bytes of the stack `(top, bottom)` are touched: from `top` down
+/// to the lowest page that holds memory (a stack grows down, so every page
+/// above that one was touched too). Asks `mincore`, a page table walk
+/// that faults nothing in.
+///
+/// # Errors
+/// What `mincore` reports (`ENOMEM` if the range is not mapped, which a
+/// pooled stack always is).
+pub(super) fn touched(top: usize, bottom: usize) -> io::Result<usize> {
+    const CHUNK: usize = 4096; // pages per call
+    let page = page_size();
+    let mut vec = vec![0u8; CHUNK];
+    let mut addr = bottom;
+    while addr < top {
+        let len = (top - addr).min(CHUNK * page);
+        let pages = len / page;
+        // SAFETY: `[addr, addr + len)` is page aligned and inside a slab we
+        // mapped (slabs are never unmapped); `vec` has room for the
+        // `len / page` bytes the kernel writes.
+        let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(i) = vec[..pages].iter().position(|&b| b & 1 != 0) {
+            return Ok(top - (addr + i * page));
+        }
+        addr += len;
+    }
+    Ok(0)
+}
