@@ -30,7 +30,7 @@ fn run() -> Result<Vec<String>, Error> {
     for x in 0..10 {
         let h = pool.spawn(move || square(x))?;
         let done = done.clone();
-        h.link(move |r| match r {
+        h.link(move |d| match d.result() {
             Ok(v) => done.borrow_mut().push(format!("callback: {x}^2 = {v}")),
             Err(e) => done.borrow_mut().push(format!("callback: {x} failed: {e}")),
         });

@@ -189,7 +189,7 @@ fn completion_callbacks_run_in_order_with_the_result() {
     });
     for tag in ["a", "b"] {
         let log = log.clone();
-        h.link(move |r| log.borrow_mut().push(format!("{tag}:{r:?}")));
+        h.link(move |d| log.borrow_mut().push(format!("{tag}:{:?}", d.result())));
     }
     assert_eq!(h.join(), Ok(7), "the result stays for join");
     assert_eq!(*log.borrow(), ["a:Ok(7)", "b:Ok(7)"]);
@@ -198,11 +198,14 @@ fn completion_callbacks_run_in_order_with_the_result() {
     let failed = spawn(|| -> u8 { panic!("nope") });
     yield_now();
     let l2 = log.clone();
-    failed.link(move |r| l2.borrow_mut().push(format!("failed:{}", r.is_err())));
+    failed.link(move |d| {
+        l2.borrow_mut()
+            .push(format!("failed:{}", d.result().is_err()))
+    });
     assert_eq!(log.borrow().last().unwrap(), "failed:true");
     let killed = spawn(|| sleep(Duration::from_secs(60)));
     let l3 = log.clone();
-    killed.link(move |r| l3.borrow_mut().push(format!("{r:?}")));
+    killed.link(move |d| l3.borrow_mut().push(format!("{:?}", d.result())));
     killed.kill().unwrap();
     assert_eq!(log.borrow().last().unwrap(), "Err(Killed)");
 }

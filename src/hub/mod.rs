@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 pub use remote::HubHandle;
 pub use spawn::{
-    Builder, JoinHandle, Joined, joinall, joinall_timeout, killall, spawn, spawn_later,
+    Builder, Finished, JoinHandle, Joined, LinkKey, joinall, joinall_timeout, killall, spawn,
+    spawn_later,
 };
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, yield_now};
 pub use watcher::Watcher;

@@ -87,7 +87,41 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        spawn_at(self, None, f)
+        spawn_at(self, Start::Now, f)
+    }
+
+    /// Creates the greenlet without starting it (gevent's `Greenlet(func)`):
+    /// it runs only after [`JoinHandle::start`] or
+    /// [`JoinHandle::start_later`]. Until then it is neither
+    /// [started](JoinHandle::is_started), [ready](JoinHandle::is_ready) nor
+    /// [dead](JoinHandle::is_dead); killing it then means it never runs (it
+    /// ends [`Error::Killed`] and its link callbacks run once). Dropping the
+    /// handle of a greenlet that was never started drops its closure
+    /// unrun; joining one that nobody starts fails with
+    /// [`Error::Deadlock`] when nothing else can run.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] when no stack can be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::Builder;
+    ///
+    /// let h = Builder::new().create(|| 6 * 7)?;
+    /// greenhouse::yield_now();
+    /// assert!(!h.is_started() && !h.is_ready());
+    /// h.start();
+    /// assert!(h.is_started());
+    /// assert_eq!(h.join(), Ok(42));
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn create<F, T>(self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        spawn_at(self, Start::Never, f)
     }
 
     /// Spawns `f` to start after `delay`.
@@ -99,7 +133,11 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        spawn_at(self, Some(super::watcher::saturating_deadline(delay)), f)
+        spawn_at(
+            self,
+            Start::At(super::watcher::saturating_deadline(delay)),
+            f,
+        )
     }
 }
 
@@ -174,7 +212,18 @@ fn install_panic_hook() {
     });
 }
 
-fn spawn_at<F, T>(b: Builder, at: Option<Instant>, f: F) -> Result<JoinHandle<T>, Error>
+/// When a new greenlet starts.
+#[derive(Clone, Copy)]
+enum Start {
+    /// At the hub's next turn.
+    Now,
+    /// At this deadline.
+    At(Instant),
+    /// When its handle says so.
+    Never,
+}
+
+fn spawn_at<F, T>(b: Builder, start: Start, f: F) -> Result<JoinHandle<T>, Error>
 where
     F: FnOnce() -> T + 'static,
     T: 'static,
@@ -182,6 +231,7 @@ where
     let hub = super::get();
     install_panic_hook();
     let state = Rc::new(JoinState::new());
+    state.started.set(!matches!(start, Start::Never));
     let st = state.clone();
     let name = b.name.map(String::into_boxed_str);
     let stack_size = b.stack_size;
@@ -213,18 +263,22 @@ where
         Outcome::Done
     })
     .map_err(Error::spawn)?;
-    match at {
-        None => {
-            inner.state.set(State::Blocked);
+    // Owned by the scheduler from now on. Not queued yet, it is parked
+    // with generation 1: what starts it is a token of that park (a timer,
+    // or `start`), and a kill before that bumps the generation, so a late
+    // start does nothing.
+    inner.ext.park_gen.set(1);
+    inner.state.set(State::Blocked);
+    match start {
+        Start::Now => {
             inner.ext.queued.set(true);
             hub.ready.push(inner.clone());
         }
-        Some(at) => {
-            inner.ext.park_gen.set(1);
-            inner.state.set(State::Blocked);
+        Start::At(at) => {
             hub.timers
                 .insert(at, Token::new(inner.clone(), 1), Woke::Ready);
         }
+        Start::Never => {}
     }
     Ok(JoinHandle {
         g: Greenlet::from_inner(inner),
@@ -233,8 +287,63 @@ where
     })
 }
 
-/// A completion callback; it may take the result out of the slot.
-type Callback<T> = Box<dyn FnOnce(&mut Option<Result<T, Error>>)>;
+/// A completion callback, given the greenlet; it may take the result out
+/// of the slot.
+type Callback<T> = Box<dyn FnOnce(&Greenlet, &mut Option<Result<T, Error>>)>;
+
+/// Identifies a callback registered with [`JoinHandle::link`] (and its
+/// siblings), to [`unlink`](JoinHandle::unlink) it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkKey(u64);
+
+/// What a link callback sees: the greenlet that finished and its result
+/// (gevent passes the greenlet itself).
+pub struct Finished<'a, T> {
+    greenlet: &'a Greenlet,
+    result: &'a Result<T, Error>,
+}
+
+impl<T> fmt::Debug for Finished<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Finished")
+            .field("name", &self.greenlet.name())
+            .field("successful", &self.result.is_ok())
+            .finish()
+    }
+}
+
+impl<'a, T> Finished<'a, T> {
+    /// The greenlet that finished.
+    pub fn greenlet(&self) -> &'a Greenlet {
+        self.greenlet
+    }
+
+    /// Its name.
+    pub fn name(&self) -> String {
+        self.greenlet.name()
+    }
+
+    /// Its result ([`Error::ResultTaken`] if a join took it before the
+    /// callback was added).
+    pub fn result(&self) -> &'a Result<T, Error> {
+        self.result
+    }
+
+    /// Its value, if it finished successfully (gevent's `value`).
+    pub fn value(&self) -> Option<&'a T> {
+        self.result.as_ref().ok()
+    }
+
+    /// Its error, if it failed (gevent's `exception`).
+    pub fn error(&self) -> Option<&'a Error> {
+        self.result.as_ref().err()
+    }
+
+    /// Whether it returned a value (gevent's `successful()`).
+    pub fn is_successful(&self) -> bool {
+        self.result.is_ok()
+    }
+}
 
 /// Shared between a spawned greenlet and its handle.
 struct JoinState<T> {
@@ -244,8 +353,11 @@ struct JoinState<T> {
     /// it needs no report.
     taken: Cell<bool>,
     handle_alive: Cell<bool>,
+    /// Scheduled to run (spawned, or created and then started).
+    started: Cell<bool>,
     waiters: WaitList,
-    callbacks: RefCell<Vec<Callback<T>>>,
+    callbacks: RefCell<Vec<(LinkKey, Callback<T>)>>,
+    next_link: Cell<u64>,
 }
 
 impl<T> JoinState<T> {
@@ -255,8 +367,10 @@ impl<T> JoinState<T> {
             done: Cell::new(false),
             taken: Cell::new(false),
             handle_alive: Cell::new(true),
+            started: Cell::new(true),
             waiters: WaitList::default(),
             callbacks: RefCell::new(Vec::new()),
+            next_link: Cell::new(0),
         }
     }
 
@@ -268,17 +382,21 @@ impl<T> JoinState<T> {
         *self.result.borrow_mut() = Some(result);
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
-        for cb in callbacks {
-            self.run_callback(cb);
+        if !callbacks.is_empty() {
+            // Completion runs on the finishing greenlet's own stack.
+            let me = Greenlet::current();
+            for (_, cb) in callbacks {
+                self.run_callback(&me, cb);
+            }
         }
     }
 
     /// Runs `cb` with the result slot (not borrowed meanwhile, so the
     /// callback may use the handle). A panic in it is reported, not raised.
-    fn run_callback(&self, cb: Callback<T>) {
+    fn run_callback(&self, g: &Greenlet, cb: Callback<T>) {
         self.taken.set(true);
         let mut slot = self.result.borrow_mut().take();
-        let r = panic::catch_unwind(AssertUnwindSafe(|| cb(&mut slot)));
+        let r = panic::catch_unwind(AssertUnwindSafe(|| cb(g, &mut slot)));
         *self.result.borrow_mut() = slot;
         if let Err(p) = r {
             if !p.is::<GreenletExit>() {
@@ -435,8 +553,9 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    /// Registers `f` to run with the greenlet's result as soon as it
-    /// finishes (gevent's `link`, `concurrent.futures`' `add_done_callback`).
+    /// Registers `f` to run as soon as the greenlet finishes, with the
+    /// greenlet and its result (gevent's `link`, `concurrent.futures`'
+    /// `add_done_callback`). Returns a key for [`unlink`](Self::unlink).
     ///
     /// Callbacks run in the order they were added, on the hub's thread, on
     /// the finishing greenlet's own stack right after its function returned
@@ -448,36 +567,181 @@ impl<T> JoinHandle<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    ///
+    /// let seen = Rc::new(RefCell::new(String::new()));
+    /// let s = seen.clone();
+    /// let h = greenhouse::Builder::new().name("answer").spawn(|| 21 * 2)?;
+    /// h.link(move |done| *s.borrow_mut() = format!("{} -> {:?}", done.name(), done.value()));
+    /// assert_eq!(h.join(), Ok(42));
+    /// assert_eq!(*seen.borrow(), "answer -> Some(42)");
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn link(&self, f: impl FnOnce(&Finished<'_, T>) + 'static) -> LinkKey {
+        self.link_slot(Box::new(move |greenlet, slot| match slot {
+            Some(result) => f(&Finished { greenlet, result }),
+            None => f(&Finished {
+                greenlet,
+                result: &Err(Error::ResultTaken),
+            }),
+        }))
+    }
+
+    /// Like [`link`](Self::link), but `f` runs only if the greenlet returns
+    /// a value (gevent's `link_value`).
+    ///
+    /// # Examples
+    ///
+    /// ```
     /// use std::{cell::Cell, rc::Rc};
     ///
-    /// let seen = Rc::new(Cell::new(0));
-    /// let s = seen.clone();
-    /// let h = greenhouse::spawn(|| 21 * 2);
-    /// h.link(move |r| s.set(*r.as_ref().unwrap()));
-    /// assert_eq!(h.join(), Ok(42));
-    /// assert_eq!(seen.get(), 42);
+    /// let ok = Rc::new(Cell::new(0));
+    /// let (a, b) = (ok.clone(), ok.clone());
+    /// let good = greenhouse::spawn(|| 1);
+    /// let bad = greenhouse::spawn(|| -> i32 { panic!("no") });
+    /// good.link_value(move |d| a.set(a.get() + d.value().unwrap()));
+    /// bad.link_value(move |_| b.set(100));
+    /// let _ = (good.join(), bad.join());
+    /// assert_eq!(ok.get(), 1);
     /// ```
-    pub fn link(&self, f: impl FnOnce(&Result<T, Error>) + 'static) {
-        self.link_slot(Box::new(move |slot| match slot {
-            Some(r) => f(r),
-            None => f(&Err(Error::ResultTaken)),
-        }));
+    pub fn link_value(&self, f: impl FnOnce(&Finished<'_, T>) + 'static) -> LinkKey {
+        self.link(move |d| {
+            if d.is_successful() {
+                f(d)
+            }
+        })
+    }
+
+    /// Like [`link`](Self::link), but `f` runs only if the greenlet fails:
+    /// it panicked, was killed, or its result was an error (gevent's
+    /// `link_exception`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    ///
+    /// let why = Rc::new(RefCell::new(None));
+    /// let w = why.clone();
+    /// let h = greenhouse::spawn(|| greenhouse::sleep(std::time::Duration::from_secs(60)));
+    /// h.link_exception(move |d| *w.borrow_mut() = d.error().cloned());
+    /// h.kill()?;
+    /// assert_eq!(*why.borrow(), Some(greenhouse::Error::Killed));
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn link_exception(&self, f: impl FnOnce(&Finished<'_, T>) + 'static) -> LinkKey {
+        self.link(move |d| {
+            if !d.is_successful() {
+                f(d)
+            }
+        })
+    }
+
+    /// Removes a callback that has not run yet (gevent's `unlink`).
+    /// Returns whether it was still registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = greenhouse::spawn(|| ());
+    /// let key = h.link(|_| unreachable!("unlinked before the greenlet ran"));
+    /// assert!(h.unlink(key));
+    /// assert!(!h.unlink(key));
+    /// h.join()?;
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn unlink(&self, key: LinkKey) -> bool {
+        let mut cbs = self.state.callbacks.borrow_mut();
+        match cbs.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                let (_, cb) = cbs.remove(i);
+                drop(cbs);
+                drop(cb);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Like [`link`](Self::link), but the callback takes the result (a
     /// later `join` gets [`Error::ResultTaken`]).
-    pub(crate) fn link_take(&self, f: impl FnOnce(Result<T, Error>) + 'static) {
-        self.link_slot(Box::new(move |slot| {
+    pub(crate) fn link_take(&self, f: impl FnOnce(Result<T, Error>) + 'static) -> LinkKey {
+        self.link_slot(Box::new(move |_, slot| {
             f(slot.take().unwrap_or(Err(Error::ResultTaken)));
-        }));
+        }))
     }
 
-    fn link_slot(&self, cb: Callback<T>) {
+    fn link_slot(&self, cb: Callback<T>) -> LinkKey {
+        let key = LinkKey(self.state.next_link.get());
+        self.state.next_link.set(key.0 + 1);
         if self.state.done.get() {
-            self.state.run_callback(cb);
+            self.state.run_callback(&self.g, cb);
         } else {
-            self.state.callbacks.borrow_mut().push(cb);
+            self.state.callbacks.borrow_mut().push((key, cb));
         }
+        key
+    }
+
+    /// Schedules a greenlet made with [`Builder::create`] to start at the
+    /// hub's next turn (gevent's `start`). Does nothing if it was started
+    /// already, or killed.
+    pub fn start(&self) {
+        if self.begin() {
+            Token::new(self.g.inner().clone(), 1).wake_now();
+        }
+    }
+
+    /// Schedules a greenlet made with [`Builder::create`] to start after
+    /// `delay` (gevent's `start_later`). Does nothing if it was started
+    /// already, or killed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let t0 = Instant::now();
+    /// let h = greenhouse::Builder::new().create(move || t0.elapsed())?;
+    /// h.start_later(Duration::from_millis(20));
+    /// h.start(); // already scheduled: no effect
+    /// assert!(h.join()? >= Duration::from_millis(20));
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn start_later(&self, delay: Duration) {
+        if self.begin() {
+            let at = super::watcher::saturating_deadline(delay);
+            let token = Token::new(self.g.inner().clone(), 1);
+            super::with(|hub| {
+                hub.timers.insert(at, token, Woke::Ready);
+            });
+        }
+    }
+
+    /// Marks it started; false if it was already, or cannot start.
+    fn begin(&self) -> bool {
+        let g = self.g.inner();
+        let startable = !self.state.started.get()
+            && !self.state.done.get()
+            && g.state.get() == State::Blocked
+            && !g.ext.queued.get()
+            && g.ext.park_gen.get() == 1;
+        if startable {
+            self.state.started.set(true);
+        }
+        startable
+    }
+
+    /// Whether it has been scheduled to run (gevent's `started`): true for
+    /// a spawned greenlet, and for a created one once started.
+    pub fn is_started(&self) -> bool {
+        self.state.started.get()
+    }
+
+    /// Whether it has finished and will not run again (gevent's `dead`).
+    /// Same as [`is_ready`](Self::is_ready) for a greenlet made by this
+    /// crate's `spawn`.
+    pub fn is_dead(&self) -> bool {
+        self.state.done.get()
     }
 
     /// Whether the greenlet has finished (its result is available).
