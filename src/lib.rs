@@ -85,8 +85,8 @@ pub use error::{Error, PanicPayload};
 pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown, Yielder};
 pub use greenlet::{Greenlet, GreenletExit, StackUsage};
 pub use hub::{
-    Builder, Finished, HubHandle, HubStats, JoinHandle, Joined, LinkKey, Timeout, Watcher, joinall,
-    joinall_timeout, killall, sleep, sleep_until, spawn, spawn_later, stats, with_timeout,
+    Builder, Finished, HubHandle, HubStats, JoinAll, JoinHandle, Joined, LinkKey, Timeout, Watcher,
+    joinall, joinall_timeout, killall, sleep, sleep_until, spawn, spawn_later, stats, with_timeout,
     yield_now,
 };
 pub use stack::DEFAULT_STACK_SIZE;

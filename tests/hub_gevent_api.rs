@@ -1,12 +1,13 @@
 //! The rest of gevent's greenlet API: greenlets created unstarted
 //! (`Greenlet(func)`, `start`, `start_later`), link callbacks that see the
-//! greenlet (`link`, `link_value`, `link_exception`, `unlink`).
+//! greenlet (`link`, `link_value`, `link_exception`, `unlink`), `joinall`'s
+//! options (`JoinAll`: count, raise_error, timeout).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use greenhouse::{Builder, Error, sleep, spawn, yield_now};
+use greenhouse::{Builder, Error, JoinAll, JoinHandle, Timeout, sleep, spawn, yield_now};
 
 mod common;
 use common::DropFlag;
@@ -98,8 +99,13 @@ fn links_see_the_greenlet_its_value_or_its_error() {
     let (a, b, c) = (l.clone(), l.clone(), l.clone());
     let good = Builder::new().name("good").spawn(|| 5).unwrap();
     good.link(move |d| {
-        a.borrow_mut()
-            .push(format!("{} {:?} {:?} {}", d.name(), d.value(), d.error(), d.is_successful()))
+        a.borrow_mut().push(format!(
+            "{} {:?} {:?} {}",
+            d.name(),
+            d.value(),
+            d.error(),
+            d.is_successful()
+        ))
     });
     good.link_value(move |d| b.borrow_mut().push(format!("value {}", d.value().unwrap())));
     good.link_exception(move |_| c.borrow_mut().push("never".into()));
@@ -113,8 +119,11 @@ fn links_see_the_greenlet_its_value_or_its_error() {
     bad.link_value(move |_| a.borrow_mut().push("never".into()));
     bad.link_exception(move |d| {
         let e = d.error().unwrap();
-        b.borrow_mut()
-            .push(format!("{} failed: {}", d.greenlet().name(), e.to_string().contains("boom")))
+        b.borrow_mut().push(format!(
+            "{} failed: {}",
+            d.greenlet().name(),
+            e.to_string().contains("boom")
+        ))
     });
     assert!(bad.join().is_err());
     assert_eq!(
@@ -140,4 +149,103 @@ fn unlink_removes_only_that_callback() {
     assert_eq!(*l.borrow(), ["0", "2"]);
     assert!(!h.unlink(keys[0]), "already ran");
     h.join().unwrap();
+}
+
+/// A greenlet that sleeps `ms` and then returns `v` or panics.
+fn after(ms: u64, v: Result<u32, &'static str>) -> JoinHandle<u32> {
+    spawn(move || {
+        sleep(Duration::from_millis(ms));
+        match v {
+            Ok(v) => v,
+            Err(why) => panic!("{why}"),
+        }
+    })
+}
+
+#[test]
+fn joinall_reports_positions_in_finishing_order() {
+    let (a, b, c) = (after(30, Ok(1)), after(10, Ok(2)), after(20, Ok(3)));
+    assert_eq!(JoinAll::new().wait([&a, &b, &c]), Ok(vec![1, 2, 0]));
+    // Already finished ones come first, in list order; results stay.
+    let d = after(5, Ok(4));
+    assert_eq!(JoinAll::new().wait([&d, &c, &a]), Ok(vec![1, 2, 0]));
+    assert_eq!(
+        (a.join(), b.join(), c.join(), d.join()),
+        (Ok(1), Ok(2), Ok(3), Ok(4))
+    );
+}
+
+#[test]
+fn joinall_count_returns_early_and_the_rest_keep_running() {
+    let (a, b, c) = (after(40, Ok(1)), after(5, Ok(2)), after(10, Ok(3)));
+    assert_eq!(JoinAll::new().count(2).wait([&a, &b, &c]), Ok(vec![1, 2]));
+    assert!(!a.is_ready(), "still running");
+    assert_eq!(a.join(), Ok(1));
+    assert_eq!(
+        JoinAll::new().count(9).wait([&b]),
+        Ok(vec![0]),
+        "count is capped"
+    );
+}
+
+#[test]
+fn joinall_raise_error_fails_fast_with_the_earliest_failure() {
+    // List order puts the late failure first; the early one wins.
+    let late = after(200, Err("late"));
+    let slow = after(10_000, Ok(1));
+    let early = after(10, Err("early"));
+    let err = JoinAll::new()
+        .raise_error(true)
+        .wait([&late, &slow, &early])
+        .unwrap_err();
+    assert!(err.to_string().contains("early"), "{err}");
+    assert!(
+        !slow.is_ready() && !late.is_ready(),
+        "returned as soon as it happened"
+    );
+    // The error is still the handle's result.
+    assert!(early.join().unwrap_err().to_string().contains("early"));
+    // A failure that already happened is found in list order.
+    let ok = after(0, Ok(5));
+    let bad = after(0, Err("before"));
+    yield_now();
+    yield_now();
+    let err = JoinAll::new()
+        .raise_error(true)
+        .wait([&ok, &bad])
+        .unwrap_err();
+    assert!(err.to_string().contains("before"));
+    // Without raise_error a failure is just a finish.
+    assert_eq!(JoinAll::new().wait([&bad, &ok]), Ok(vec![0, 1]));
+    greenhouse::killall([&late, &slow]).unwrap();
+}
+
+#[test]
+fn joinall_timeout_returns_what_finished_and_unlinks_the_rest() {
+    let (a, b) = (after(5, Ok(1)), after(10_000, Ok(2)));
+    let done = JoinAll::new()
+        .timeout(Duration::from_millis(30))
+        .wait([&a, &b, &a]);
+    assert_eq!(
+        done,
+        Ok(vec![0, 2]),
+        "the same handle twice: both positions"
+    );
+    // Nothing it registered is left behind: b's finish reaches no waiter.
+    b.kill().unwrap();
+    assert_eq!(b.join(), Err(Error::Killed));
+    // An armed Timeout scope is an error, as for every wait.
+    let c = after(10_000, Ok(3));
+    let t = Timeout::start(Duration::from_millis(5));
+    assert_eq!(JoinAll::new().wait([&c]), Err(Error::TimedOut));
+    drop(t);
+    c.kill().unwrap();
+}
+
+#[test]
+fn joinall_on_greenlets_nobody_starts_is_a_deadlock() {
+    let h = Builder::new().create(|| 1u32).unwrap();
+    assert_eq!(JoinAll::new().wait([&h]), Err(Error::Deadlock));
+    h.start();
+    assert_eq!(JoinAll::new().wait([&h]), Ok(vec![0]));
 }

@@ -10,6 +10,7 @@
 //! **Architecture Invariant:** the hub never resumes a coroutine itself; it
 //! only answers the trampoline's [`Schedule::next`] with the greenlet to run.
 
+pub(crate) mod join;
 pub(crate) mod reactor;
 pub(crate) mod remote;
 pub(crate) use reactor::Interest;
@@ -27,11 +28,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall};
 pub use remote::HubHandle;
-pub use spawn::{
-    Builder, Finished, JoinHandle, Joined, LinkKey, joinall, joinall_timeout, killall, spawn,
-    spawn_later,
-};
+pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, yield_now};
 pub use watcher::Watcher;
 

@@ -291,6 +291,9 @@ where
 /// of the slot.
 type Callback<T> = Box<dyn FnOnce(&Greenlet, &mut Option<Result<T, Error>>)>;
 
+/// The crate's own completion notice (see `JoinState::watchers`).
+type Notice = Box<dyn FnOnce()>;
+
 /// Identifies a callback registered with [`JoinHandle::link`] (and its
 /// siblings), to [`unlink`](JoinHandle::unlink) it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -357,6 +360,9 @@ struct JoinState<T> {
     started: Cell<bool>,
     waiters: WaitList,
     callbacks: RefCell<Vec<(LinkKey, Callback<T>)>>,
+    /// The crate's own completion notices (`JoinAll`): they neither see
+    /// the result nor count as having seen it.
+    watchers: RefCell<Vec<(LinkKey, Notice)>>,
     next_link: Cell<u64>,
 }
 
@@ -370,6 +376,7 @@ impl<T> JoinState<T> {
             started: Cell::new(true),
             waiters: WaitList::default(),
             callbacks: RefCell::new(Vec::new()),
+            watchers: RefCell::new(Vec::new()),
             next_link: Cell::new(0),
         }
     }
@@ -382,6 +389,10 @@ impl<T> JoinState<T> {
         *self.result.borrow_mut() = Some(result);
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
+        let watchers = std::mem::take(&mut *self.watchers.borrow_mut());
+        for (_, w) in watchers {
+            w();
+        }
         if !callbacks.is_empty() {
             // Completion runs on the finishing greenlet's own stack.
             let me = Greenlet::current();
@@ -498,7 +509,7 @@ impl<T> JoinHandle<T> {
         self.take()
     }
 
-    fn take(&self) -> Result<T, Error> {
+    pub(super) fn take(&self) -> Result<T, Error> {
         let r = self.state.result.borrow_mut().take();
         match r {
             Some(r) => {
@@ -509,7 +520,7 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> Result<(), Error> {
+    pub(super) fn wait_until(&self, deadline: Option<Instant>) -> Result<(), Error> {
         if self.state.done.get() {
             return Ok(());
         }
@@ -651,6 +662,14 @@ impl<T> JoinHandle<T> {
     /// # Ok::<(), greenhouse::Error>(())
     /// ```
     pub fn unlink(&self, key: LinkKey) -> bool {
+        let mut ws = self.state.watchers.borrow_mut();
+        if let Some(i) = ws.iter().position(|(k, _)| *k == key) {
+            let (_, w) = ws.remove(i);
+            drop(ws);
+            drop(w);
+            return true;
+        }
+        drop(ws);
         let mut cbs = self.state.callbacks.borrow_mut();
         match cbs.iter().position(|(k, _)| *k == key) {
             Some(i) => {
@@ -671,9 +690,22 @@ impl<T> JoinHandle<T> {
         }))
     }
 
-    fn link_slot(&self, cb: Callback<T>) -> LinkKey {
+    /// Runs `f` when the greenlet finishes, unless unlinked first (the
+    /// caller checks it has not finished yet).
+    pub(super) fn watch(&self, f: Notice) -> LinkKey {
+        let key = self.next_key();
+        self.state.watchers.borrow_mut().push((key, f));
+        key
+    }
+
+    fn next_key(&self) -> LinkKey {
         let key = LinkKey(self.state.next_link.get());
         self.state.next_link.set(key.0 + 1);
+        key
+    }
+
+    fn link_slot(&self, cb: Callback<T>) -> LinkKey {
+        let key = self.next_key();
         if self.state.done.get() {
             self.state.run_callback(&self.g, cb);
         } else {
@@ -731,6 +763,19 @@ impl<T> JoinHandle<T> {
         startable
     }
 
+    /// The error it failed with, if it has finished and failed (a result
+    /// already taken by a join counts as [`Error::ResultTaken`]).
+    pub(super) fn failure(&self) -> Option<Error> {
+        if !self.state.done.get() {
+            return None;
+        }
+        match self.state.result.borrow().as_ref() {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(e.clone()),
+            None => Some(Error::ResultTaken),
+        }
+    }
+
     /// Whether it has been scheduled to run (gevent's `started`): true for
     /// a spawned greenlet, and for a created one once started.
     pub fn is_started(&self) -> bool {
@@ -769,81 +814,6 @@ impl<T> Drop for JoinHandle<T> {
             }
         }
     }
-}
-
-/// Waits for every greenlet and returns their results in the given order.
-///
-/// # Examples
-///
-/// ```
-/// let hs: Vec<_> = (0..3).map(|i| greenhouse::spawn(move || i * 10)).collect();
-/// let rs: Vec<_> = greenhouse::joinall(hs).into_iter().map(Result::unwrap).collect();
-/// assert_eq!(rs, [0, 10, 20]);
-/// ```
-pub fn joinall<T>(handles: impl IntoIterator<Item = JoinHandle<T>>) -> Vec<Result<T, Error>> {
-    handles.into_iter().map(JoinHandle::join).collect()
-}
-
-/// One entry of [`joinall_timeout`]'s answer, in the order given.
-#[derive(Debug)]
-pub enum Joined<T> {
-    /// It finished in time; this is its result.
-    Done(Result<T, Error>),
-    /// Still running at the deadline; here is its handle back.
-    Pending(JoinHandle<T>),
-}
-
-/// Waits up to `timeout` for all greenlets; reports which finished.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use greenhouse::{Joined, joinall_timeout, sleep, spawn};
-///
-/// let fast = spawn(|| 1);
-/// let slow = spawn(|| { sleep(Duration::from_secs(10)); 2 });
-/// let r = joinall_timeout(vec![fast, slow], Duration::from_millis(20));
-/// assert!(matches!(r[0], Joined::Done(Ok(1))));
-/// assert!(matches!(r[1], Joined::Pending(_)));
-/// ```
-pub fn joinall_timeout<T>(handles: Vec<JoinHandle<T>>, timeout: Duration) -> Vec<Joined<T>> {
-    let deadline = deadline_in(timeout);
-    handles
-        .into_iter()
-        .map(|h| match h.wait_until(deadline) {
-            Ok(()) => Joined::Done(h.take()),
-            Err(_) => Joined::Pending(h),
-        })
-        .collect()
-}
-
-/// Kills every greenlet (all at once), then waits until all are dead.
-///
-/// # Errors
-/// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires first.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// let hs: Vec<_> = (0..3)
-///     .map(|_| greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60))))
-///     .collect();
-/// greenhouse::killall(&hs).unwrap();
-/// assert!(hs.iter().all(|h| h.is_ready()));
-/// ```
-pub fn killall<'a, T: 'a>(
-    handles: impl IntoIterator<Item = &'a JoinHandle<T>>,
-) -> Result<(), Error> {
-    let hs: Vec<&JoinHandle<T>> = handles.into_iter().collect();
-    for h in &hs {
-        h.kill_nowait();
-    }
-    for h in &hs {
-        h.wait_until(None)?;
-    }
-    Ok(())
 }
 
 /// Raises [`GreenletExit`] in `g` through the hub without waiting; killing
