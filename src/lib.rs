@@ -87,7 +87,7 @@ pub use greenlet::{Greenlet, GreenletExit, StackUsage};
 pub use hub::{
     Builder, Finished, HubHandle, HubStats, JoinAll, JoinHandle, Joined, LinkKey, Timeout, Watcher,
     joinall, joinall_timeout, killall, sleep, sleep_until, spawn, spawn_later, stats, with_timeout,
-    yield_now,
+    with_timeout_silent, yield_now,
 };
 pub use stack::DEFAULT_STACK_SIZE;
 

@@ -1,13 +1,17 @@
 //! The rest of gevent's greenlet API: greenlets created unstarted
 //! (`Greenlet(func)`, `start`, `start_later`), link callbacks that see the
 //! greenlet (`link`, `link_value`, `link_exception`, `unlink`), `joinall`'s
-//! options (`JoinAll`: count, raise_error, timeout).
+//! options (`JoinAll`: count, raise_error, timeout), silent timeouts
+//! (`with_timeout_silent`) and `Timeout::pending`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use greenhouse::{Builder, Error, JoinAll, JoinHandle, Timeout, sleep, spawn, yield_now};
+use greenhouse::sync::Event;
+use greenhouse::{
+    Builder, Error, JoinAll, JoinHandle, Timeout, sleep, spawn, with_timeout_silent, yield_now,
+};
 
 mod common;
 use common::DropFlag;
@@ -248,4 +252,87 @@ fn joinall_on_greenlets_nobody_starts_is_a_deadlock() {
     assert_eq!(JoinAll::new().wait([&h]), Err(Error::Deadlock));
     h.start();
     assert_eq!(JoinAll::new().wait([&h]), Ok(vec![0]));
+}
+
+#[test]
+fn a_silent_timeout_ends_the_block_at_its_wait_and_runs_destructors() {
+    let dropped = Rc::new(std::cell::Cell::new(false));
+    let l = log();
+    let (flag, l2) = (DropFlag(dropped.clone()), l.clone());
+    let r = with_timeout_silent(Duration::from_millis(15), move || {
+        let _guard = flag;
+        for i in 0.. {
+            sleep(Duration::from_millis(4)); // returns nothing: cannot see the expiry
+            l2.borrow_mut().push(i.to_string());
+        }
+        unreachable!()
+    });
+    assert_eq!(r, None::<()>);
+    assert!(dropped.get());
+    assert!(!l.borrow().is_empty());
+    // After the block, waits are not timed out any more.
+    let e = Event::new();
+    assert_eq!(e.wait_timeout(Duration::from_millis(1)), Ok(false));
+    assert_eq!(with_timeout_silent(Duration::from_secs(5), || 3), Some(3));
+}
+
+#[test]
+fn silent_scopes_nest_and_the_outermost_expired_one_ends() {
+    let l = log();
+    let l2 = l.clone();
+    let outer = with_timeout_silent(Duration::from_millis(10), move || {
+        let inner = with_timeout_silent(Duration::from_secs(30), || {
+            sleep(Duration::from_secs(30));
+            "inner finished"
+        });
+        l2.borrow_mut().push(format!("inner returned {inner:?}"));
+        "outer finished"
+    });
+    assert_eq!(outer, None);
+    assert!(
+        l.borrow().is_empty(),
+        "the outer expiry unwound through the inner scope"
+    );
+    // An inner silent scope that expires first ends only itself.
+    let outer = with_timeout_silent(Duration::from_secs(30), || {
+        with_timeout_silent(Duration::from_millis(5), || sleep(Duration::from_secs(30)))
+    });
+    assert_eq!(outer, Some(None));
+}
+
+#[test]
+fn a_silent_timeout_inside_a_spawned_greenlet_and_a_blocking_destructor() {
+    struct Slow(Rc<std::cell::Cell<bool>>);
+    impl Drop for Slow {
+        fn drop(&mut self) {
+            // Parks while the silent unwind is under way: ends at once (the
+            // scope has expired) instead of raising again.
+            sleep(Duration::from_millis(1));
+            self.0.set(true);
+        }
+    }
+    let done = Rc::new(std::cell::Cell::new(false));
+    let d = done.clone();
+    let h = spawn(move || {
+        let e = Event::new();
+        with_timeout_silent(Duration::from_millis(5), move || {
+            let _slow = Slow(d);
+            e.wait().unwrap(); // nobody sets it
+        })
+    });
+    assert_eq!(h.join(), Ok(None));
+    assert!(done.get());
+}
+
+#[test]
+fn timeout_pending_until_it_expires_or_fires() {
+    let t = Timeout::start(Duration::from_millis(5));
+    assert!(t.pending() && !t.fired());
+    sleep(Duration::from_secs(5)); // cut short
+    assert!(!t.pending() && t.fired());
+    drop(t);
+    // Expired without interrupting anything: not pending, not fired.
+    let t = Timeout::start(Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(3));
+    assert!(!t.pending() && !t.fired());
 }

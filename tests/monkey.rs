@@ -19,7 +19,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use greenhouse::monkey::{parked_calls, patch_all};
-use greenhouse::{Error, Timeout, joinall, spawn, with_timeout, yield_now};
+use greenhouse::{Error, Timeout, joinall, spawn, with_timeout, with_timeout_silent, yield_now};
 
 /// Patches, and aborts the process if the test binary runs for more than
 /// two minutes (a hook that blocks the thread would hang forever).
@@ -239,6 +239,27 @@ fn timeout_interrupts_a_patched_read_and_sleep() -> io::Result<()> {
         })
     });
     assert_eq!(slept.join().unwrap(), Err(Error::TimedOut));
+    Ok(())
+}
+
+#[test]
+fn a_silent_timeout_times_out_a_patched_read_then_ends_at_the_next_wait() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?;
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    let g = spawn(move || {
+        with_timeout_silent(Duration::from_millis(20), move || {
+            // C frames cannot be unwound: the read itself times out...
+            let r = a.read(&mut [0u8; 8]);
+            s.set(Some(r.map_err(|e| e.kind())));
+            // ...and the block ends at the next greenhouse wait.
+            greenhouse::sleep(Duration::from_secs(3600));
+            unreachable!("the silent timeout did not end the block");
+        })
+    });
+    assert_eq!(g.join(), Ok(None::<()>));
+    assert_eq!(seen.get(), Some(Err(ErrorKind::TimedOut)));
     Ok(())
 }
 

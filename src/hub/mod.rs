@@ -15,7 +15,7 @@ pub(crate) mod reactor;
 pub(crate) mod remote;
 pub(crate) use reactor::Interest;
 pub(crate) mod scheduler;
-mod slot;
+pub(crate) mod slot;
 pub(crate) use slot::Slot;
 pub(crate) mod spawn;
 pub(crate) mod timeout;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall};
 pub use remote::HubHandle;
 pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
-pub use timeout::{Timeout, sleep, sleep_until, with_timeout, yield_now};
+pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};
 pub use watcher::Watcher;
 
 use crate::greenlet::{self, Inner, Outcome, Schedule};

@@ -14,6 +14,20 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
+/// One armed `Timeout` scope.
+pub(crate) struct Scope {
+    pub(crate) id: u64,
+    pub(crate) deadline: Instant,
+    /// Its deadline interrupted a wait.
+    pub(crate) fired: bool,
+    /// Silent (`with_timeout_silent`): once fired, the next park unwinds
+    /// the greenlet to the scope instead of returning `TimedOut`.
+    pub(crate) silent: bool,
+    /// That unwind is under way: parks in destructors meanwhile return
+    /// `TimedOut` instead of raising again.
+    pub(crate) raising: bool,
+}
+
 /// What the hub and the layers above keep per greenlet.
 #[derive(Default)]
 pub(crate) struct Slot {
@@ -24,8 +38,8 @@ pub(crate) struct Slot {
     /// ready queue with its message, false if it is parked waiting for a
     /// token. Meaningless in any other state.
     pub(crate) queued: Cell<bool>,
-    /// The `Timeout` scopes it armed: `(scope id, deadline, fired)`.
-    pub(crate) deadlines: RefCell<Vec<(u64, Instant, bool)>>,
+    /// The `Timeout` scopes it armed, outermost first.
+    pub(crate) deadlines: RefCell<Vec<Scope>>,
     /// A kill that could not unwind where it landed (inside a patched libc
     /// call, whose C frames must not be unwound): raised at the next park,
     /// or reported as the greenlet's result if it returns first.

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::scheduler::{self, Woke};
+use super::slot::Scope;
 use crate::error::Error;
 use crate::greenlet::{self, Inner};
 
@@ -109,17 +110,59 @@ pub fn yield_now() {
     scheduler::yield_now();
 }
 
-/// The earliest deadline among the scopes `g` has armed.
+/// The earliest deadline among the scopes `g` has armed. Raises the
+/// unwind of a silent scope that fired and has not unwound yet (one whose
+/// unwind a patched libc call stopped).
+#[inline]
 pub(crate) fn scope_deadline(g: &Inner) -> Option<Instant> {
-    g.ext.deadlines.borrow().iter().map(|d| d.1).min()
+    let scopes = g.ext.deadlines.borrow();
+    if scopes.is_empty() {
+        return None;
+    }
+    let earliest = scopes.iter().map(|d| d.deadline).min();
+    drop(scopes);
+    raise_silent(g);
+    earliest
 }
 
-/// Marks every expired scope of `g` as having fired.
+/// Marks every expired scope of `g` as having fired; a silent one then
+/// unwinds the greenlet to its scope.
 pub(crate) fn mark_fired(g: &Inner) {
     let now = Instant::now();
     for d in g.ext.deadlines.borrow_mut().iter_mut() {
-        if d.1 <= now {
-            d.2 = true;
+        if d.deadline <= now {
+            d.fired = true;
+        }
+    }
+    raise_silent(g);
+}
+
+/// The unwind payload of a silent scope that fired: its id.
+pub(crate) struct ScopeExpired(pub(crate) u64);
+
+/// Unwinds to the outermost silent scope that fired, if any.
+fn raise_silent(g: &Inner) {
+    let id = {
+        let mut scopes = g.ext.deadlines.borrow_mut();
+        let Some(s) = scopes
+            .iter_mut()
+            .find(|s| s.silent && s.fired && !s.raising)
+        else {
+            return;
+        };
+        s.raising = true;
+        s.id
+    };
+    std::panic::resume_unwind(Box::new(ScopeExpired(id)));
+}
+
+/// A patched libc call stopped a silent scope's unwind (C frames must not
+/// be unwound): the next park raises it again.
+#[cfg(feature = "monkey")]
+pub(crate) fn unwind_stopped(g: &Inner, e: &ScopeExpired) {
+    for s in g.ext.deadlines.borrow_mut().iter_mut() {
+        if s.id == e.0 {
+            s.raising = false;
         }
     }
 }
@@ -169,9 +212,19 @@ impl Timeout {
 
     /// Arms a timeout expiring at `deadline` for the current greenlet.
     pub fn start_at(deadline: Instant) -> Timeout {
+        Timeout::arm(deadline, false)
+    }
+
+    fn arm(deadline: Instant, silent: bool) -> Timeout {
         let g = greenlet::current_rc();
         let id = greenlet::next_id();
-        g.ext.deadlines.borrow_mut().push((id, deadline, false));
+        g.ext.deadlines.borrow_mut().push(Scope {
+            id,
+            deadline,
+            fired: false,
+            silent,
+            raising: false,
+        });
         Timeout {
             g,
             id,
@@ -192,7 +245,25 @@ impl Timeout {
             .deadlines
             .borrow()
             .iter()
-            .any(|d| d.0 == self.id && d.2)
+            .any(|d| d.id == self.id && d.fired)
+    }
+
+    /// Whether it is still waiting to expire (gevent's `pending`): armed,
+    /// not fired, and its deadline not yet reached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use greenhouse::{Timeout, sleep};
+    ///
+    /// let t = Timeout::start(Duration::from_millis(5));
+    /// assert!(t.pending());
+    /// sleep(Duration::from_millis(50)); // cut short at 5 ms
+    /// assert!(!t.pending() && t.fired());
+    /// ```
+    pub fn pending(&self) -> bool {
+        !self.fired() && Instant::now() < self.deadline
     }
 
     /// Disarms it (same as dropping it).
@@ -201,7 +272,11 @@ impl Timeout {
 
 impl Drop for Timeout {
     fn drop(&mut self) {
-        self.g.ext.deadlines.borrow_mut().retain(|d| d.0 != self.id);
+        self.g
+            .ext
+            .deadlines
+            .borrow_mut()
+            .retain(|d| d.id != self.id);
     }
 }
 
@@ -228,5 +303,49 @@ pub fn with_timeout<R>(duration: Duration, f: impl FnOnce() -> R) -> Result<R, E
         Err(Error::TimedOut)
     } else {
         Ok(r)
+    }
+}
+
+/// Runs `f` under a *silent* timeout (gevent's `with Timeout(seconds,
+/// False):` block): if the deadline passes while `f` waits, `f` is
+/// unwound from that wait (its destructors run, as for a kill) and the
+/// answer is `None`; otherwise `Some` of what `f` returned.
+///
+/// Unlike [`with_timeout`], `f` does not run on after the expiry: every
+/// blocking call inside it, including [`sleep`], ends the block. Code that
+/// never blocks cannot be interrupted (as in gevent). Scopes nest; the
+/// outermost expired silent scope is the one that ends. A `catch_unwind`
+/// inside `f` must let payloads it does not know go on
+/// ([`resume_unwind`](std::panic::resume_unwind)), as for a kill.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use greenhouse::{sleep, with_timeout_silent};
+///
+/// let mut steps = 0;
+/// let r = with_timeout_silent(Duration::from_millis(20), || {
+///     loop {
+///         sleep(Duration::from_millis(5)); // the expiry ends the loop here
+///         steps += 1;
+///     }
+/// });
+/// assert_eq!(r, None::<()>);
+/// assert!(steps >= 1);
+/// assert_eq!(with_timeout_silent(Duration::from_secs(5), || 7), Some(7));
+/// ```
+pub fn with_timeout_silent<R>(duration: Duration, f: impl FnOnce() -> R) -> Option<R> {
+    let t = Timeout::arm(super::watcher::saturating_deadline(duration), true);
+    let id = t.id;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    drop(t);
+    match r {
+        Ok(v) => Some(v),
+        Err(p) => match p.downcast::<ScopeExpired>() {
+            Ok(e) if e.0 == id => None,
+            Ok(e) => std::panic::resume_unwind(e),
+            Err(p) => std::panic::resume_unwind(p),
+        },
     }
 }

@@ -93,6 +93,7 @@ use std::time::Instant;
 use libc::c_int;
 
 use crate::greenlet::{self, GreenletExit};
+use crate::hub::timeout::{ScopeExpired, unwind_stopped};
 use crate::hub::{self, Interest, scheduler::Woke};
 
 static PATCHED: AtomicBool = AtomicBool::new(false);
@@ -207,6 +208,17 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
     let r = match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => Ok(v),
         Err(p) if p.is::<GreenletExit>() => Err(Waited::Killed),
+        Err(p) if p.is::<ScopeExpired>() => {
+            // A silent Timeout expired: the call times out, and the unwind
+            // to its scope starts again at the greenlet's next park.
+            if let Some(e) = p.downcast_ref::<ScopeExpired>() {
+                greenlet::with_current(|c| unwind_stopped(c, e));
+            }
+            if pending {
+                greenlet::with_current(|c| c.ext.deferred_exit.set(true));
+            }
+            return Err(Waited::Woke(Woke::TimedOut));
+        }
         Err(_) => {
             // Parking raises nothing else; unwinding further is not allowed.
             // Raw write: std's stderr would call the hooked `write`.
