@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 ///
 /// Equality compares what an error says: two `Panicked` are equal when they
 /// carry the same payload, two `Spawn` when their `io::Error`s have the same
-/// kind and message.
+/// kind and message, two `Custom` when their messages are the same.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
@@ -61,6 +61,12 @@ pub enum Error {
     /// The hub behind a [`HubHandle`](crate::HubHandle) is gone: its thread
     /// has exited, so it will run nothing more.
     HubClosed,
+    /// An error of the program's own, made with [`Error::custom`]: what
+    /// [`JoinHandle::kill_with`](crate::JoinHandle::kill_with) and
+    /// [`Greenlet::throw_error`](crate::Greenlet::throw_error) end a
+    /// greenlet with. It is also the error's
+    /// [`source`](std::error::Error::source); see [`Error::downcast_ref`].
+    Custom(Arc<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl fmt::Display for Error {
@@ -89,6 +95,7 @@ impl fmt::Display for Error {
             Error::ResultTaken => f.write_str("the greenlet's result was already taken"),
             Error::Spawn(why) => write!(f, "cannot create a greenlet: {why}"),
             Error::HubClosed => f.write_str("the hub's thread has exited; it runs nothing more"),
+            Error::Custom(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -110,6 +117,7 @@ impl PartialEq for Error {
             (Invalid(a), Invalid(b)) => a == b,
             (Panicked { payload: a, .. }, Panicked { payload: b, .. }) => a == b,
             (Spawn(a), Spawn(b)) => a.kind() == b.kind() && a.to_string() == b.to_string(),
+            (Custom(a), Custom(b)) => Arc::ptr_eq(a, b) || a.to_string() == b.to_string(),
             (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
         }
     }
@@ -121,6 +129,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Spawn(e) => Some(e.as_ref()),
+            Error::Custom(e) => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -146,6 +155,31 @@ impl Error {
             Error::Panicked {
                 message, payload, ..
             } => Some(payload.take().unwrap_or_else(|| Box::new(message))),
+            _ => None,
+        }
+    }
+
+    /// Wraps an error of the program's own (gevent's `kill(exception=...)`
+    /// takes any exception; here, any `std::error::Error`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::Error;
+    ///
+    /// let e = Error::custom(std::io::Error::other("shutting down"));
+    /// assert_eq!(e.to_string(), "shutting down");
+    /// assert!(e.downcast_ref::<std::io::Error>().is_some());
+    /// ```
+    pub fn custom(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Custom(Arc::new(e))
+    }
+
+    /// The program's own error inside a [`Custom`](Error::Custom), if it
+    /// is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Custom(e) => e.downcast_ref::<E>(),
             _ => None,
         }
     }

@@ -212,7 +212,7 @@ impl Group {
             .cloned()
             .collect();
         for g in &others {
-            kill_nowait(g.inner());
+            kill_nowait(g.inner(), None);
         }
         let member = usize::from(self.contains_current());
         self.wait_until_at_most(member, None).map_err(Woke::error)?;

@@ -2,7 +2,8 @@
 //! (`Greenlet(func)`, `start`, `start_later`), link callbacks that see the
 //! greenlet (`link`, `link_value`, `link_exception`, `unlink`), `joinall`'s
 //! options (`JoinAll`: count, raise_error, timeout), silent timeouts
-//! (`with_timeout_silent`) and `Timeout::pending`.
+//! (`with_timeout_silent`) and `Timeout::pending`, kills and throws with an
+//! error (`kill_with`, `killall_with`, `Greenlet::throw_error`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use greenhouse::sync::Event;
 use greenhouse::{
-    Builder, Error, JoinAll, JoinHandle, Timeout, sleep, spawn, with_timeout_silent, yield_now,
+    Builder, Error, Greenlet, JoinAll, JoinHandle, ThrownError, Timeout, sleep, spawn,
+    with_timeout_silent, yield_now,
 };
 
 mod common;
@@ -335,4 +337,112 @@ fn timeout_pending_until_it_expires_or_fires() {
     let t = Timeout::start(Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(3));
     assert!(!t.pending() && !t.fired());
+}
+
+#[derive(Debug)]
+struct Shutdown(&'static str);
+impl std::fmt::Display for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shutdown: {}", self.0)
+    }
+}
+impl std::error::Error for Shutdown {}
+
+#[test]
+fn kill_with_ends_the_greenlet_with_that_error_and_runs_destructors() {
+    let dropped = Rc::new(std::cell::Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let h = spawn(move || {
+        let _f = flag;
+        sleep(Duration::from_secs(60));
+    });
+    let l = log();
+    let l2 = l.clone();
+    h.link_exception(move |d| l2.borrow_mut().push(d.error().unwrap().to_string()));
+    yield_now();
+    h.kill_with(Error::custom(Shutdown("now"))).unwrap();
+    assert!(dropped.get());
+    assert_eq!(*l.borrow(), ["shutdown: now"]);
+    let err = h.join().unwrap_err();
+    assert_ne!(
+        err,
+        Error::Killed,
+        "not a plain kill: unsuccessful with the error"
+    );
+    assert_eq!(err.downcast_ref::<Shutdown>().map(|s| s.0), Some("now"));
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn kill_with_before_start_and_a_greenlet_that_catches_it() {
+    let h = Builder::new().create(|| 1).unwrap();
+    h.kill_with(Error::custom(Shutdown("early"))).unwrap();
+    assert_eq!(h.join(), Err(Error::custom(Shutdown("early"))));
+
+    // Catching the unwind is allowed; the greenlet then decides its result.
+    let h = spawn(|| {
+        let caught = std::panic::catch_unwind(|| sleep(Duration::from_secs(60)));
+        let t = caught.unwrap_err().downcast::<ThrownError>().unwrap();
+        format!("caught {}", t.0)
+    });
+    yield_now();
+    h.kill_with(Error::custom(Shutdown("x"))).unwrap();
+    assert_eq!(h.join(), Ok("caught shutdown: x".to_string()));
+}
+
+#[test]
+fn killall_with_and_a_kill_with_into_yourself() {
+    let hs: Vec<_> = (0..3)
+        .map(|_| spawn(|| sleep(Duration::from_secs(60))))
+        .collect();
+    yield_now();
+    let e = Error::custom(Shutdown("all"));
+    greenhouse::killall_with(&hs, e.clone()).unwrap();
+    for h in hs {
+        assert_eq!(h.join(), Err(e.clone()));
+    }
+    // A greenlet killing itself with an error unwinds at once.
+    let cell: Rc<RefCell<Option<JoinHandle<()>>>> = Rc::new(RefCell::new(None));
+    let c2 = cell.clone();
+    let h = spawn(move || {
+        yield_now();
+        let me = c2.borrow_mut().take().unwrap();
+        let _ = me.kill_with(Error::custom(Shutdown("self")));
+        unreachable!("killing yourself unwinds");
+    });
+    let g = h.greenlet();
+    *cell.borrow_mut() = Some(h);
+    while !g.is_dead() {
+        yield_now();
+    }
+}
+
+#[test]
+fn throw_error_into_an_explicit_greenlet_reaches_its_parent_uncaught() {
+    let dropped = Rc::new(std::cell::Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let g = Greenlet::new(move |(): ()| {
+        let _f = flag;
+        Greenlet::main().switch::<(), ()>(()).unwrap();
+    });
+    g.switch::<(), ()>(()).unwrap();
+    let err = g
+        .throw_error::<()>(Error::custom(Shutdown("uncaught")))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "shutdown: uncaught");
+    assert!(g.is_dead() && dropped.get());
+    // Into a dead greenlet: Err(Dead), as for switch and throw.
+    assert_eq!(
+        g.throw_error::<()>(Error::custom(Shutdown("late"))),
+        Err(Error::Dead)
+    );
+    // Into one that never started: it dies with the error without running.
+    let ran = Rc::new(std::cell::Cell::new(false));
+    let r2 = ran.clone();
+    let fresh = Greenlet::new(move |(): ()| r2.set(true));
+    let err = fresh
+        .throw_error::<()>(Error::custom(Shutdown("fresh")))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "shutdown: fresh");
+    assert!(fresh.is_dead() && !ran.get());
 }

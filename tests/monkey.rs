@@ -287,6 +287,23 @@ fn kill_interrupts_a_patched_read_and_unwinds_later() -> io::Result<()> {
 }
 
 #[test]
+fn kill_with_inside_a_patched_read_keeps_its_error() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?;
+    let g = spawn(move || {
+        let r = a.read(&mut [0u8; 8]);
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
+        greenhouse::sleep(Duration::from_secs(3600)); // raised here
+        unreachable!("the deferred kill did not unwind");
+    });
+    yield_now(); // let it block in read
+    let stop = Error::custom(io::Error::other("stop"));
+    g.kill_with(stop.clone()).unwrap();
+    assert_eq!(g.join(), Err(stop));
+    Ok(())
+}
+
+#[test]
 fn a_killed_greenlet_that_returns_still_reports_killed() -> io::Result<()> {
     setup();
     let (mut a, _b) = UnixStream::pair()?;

@@ -26,8 +26,8 @@ pub(crate) use inner::{
     Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler, main_rc,
     next_id, set_exit_hook, with_current,
 };
-pub use payload::GreenletExit;
-pub(crate) use payload::{Expect, Msg, Outcome, Woke};
+pub(crate) use payload::{Expect, Msg, Outcome, Woke, raise};
+pub use payload::{GreenletExit, ThrownError};
 pub(crate) use trampoline::{Forward, Schedule, suspend};
 
 use crate::error::Error;
@@ -177,9 +177,10 @@ impl Greenlet {
         let parent = Handle::new(current_rc());
         let record = move || Inner::new(None, false, Some(parent), Expect::of::<A>());
         let inner = create(record, stack_size, false, move |first| {
-            let arg = match first {
-                Msg::Throw => return Outcome::Exited,
-                other => {
+            let arg = match first.into_throw() {
+                Ok(None) => return Outcome::Exited,
+                Ok(Some(e)) => return Outcome::Failed(e),
+                Err(other) => {
                     match panic::catch_unwind(AssertUnwindSafe(|| payload::receive::<A>(other))) {
                         Ok(Ok(a)) => a,
                         Ok(Err(e)) => return Outcome::Failed(e),
@@ -241,13 +242,19 @@ impl Greenlet {
     /// current greenlet returns `value` at once (if `T` is `R`).
     ///
     /// # Errors
-    /// - [`Error::Dead`]: the greenlet has finished.
+    /// - [`Error::Dead`]: the greenlet has finished. (Python's greenlet
+    ///   instead passes the value on to the dead greenlet's parent, and
+    ///   `throw` into a dead greenlet raises in the parent. greenhouse
+    ///   reports the mistake where it happens: a switch that silently goes
+    ///   elsewhere is a hard bug to find, and a Rust caller can always
+    ///   switch to `parent()` itself.)
     /// - [`Error::WrongType`]: it is waiting for another type than `T`
     ///   (checked before switching, so nothing is lost), or what comes back
     ///   to us is not an `R`.
     /// - [`Error::Blocked`]: it is blocked in the hub (sleeping, joining,
     ///   waiting for IO) or queued by the hub; wake it through what it waits on.
     /// - [`Error::Killed`]: what we waited on died of [`GreenletExit`].
+    /// - Any error a child died of after [`throw_error`](Greenlet::throw_error).
     /// - [`Error::Deadlock`]: nothing can ever switch back to us.
     ///
     /// # Panics
@@ -344,6 +351,49 @@ impl Greenlet {
         }
         self.check_target()?;
         payload::receive::<R>(self.deliver::<R>(Msg::Throw))
+    }
+
+    /// Like [`throw`](Greenlet::throw), raising [`ThrownError`] with
+    /// `error` instead of [`GreenletExit`] (greenlet's `g.throw(SomeError)`).
+    ///
+    /// If the greenlet lets it reach its base it dies *with that error*: its
+    /// parent's pending switch returns `Err(error)` (so this call does, when
+    /// the caller is the parent). If it catches it, it continues and may
+    /// switch back with a value. A greenlet that never started dies with
+    /// the error without running. Throwing into yourself unwinds at once.
+    ///
+    /// # Errors
+    /// As for [`throw`](Greenlet::throw), and the thrown error as above.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::{Error, Greenlet, ThrownError};
+    ///
+    /// let g = Greenlet::new(|(): ()| {
+    ///     let main = Greenlet::main();
+    ///     // Catch the first throw and answer with its message...
+    ///     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    ///         main.switch::<(), ()>(()).unwrap()
+    ///     }));
+    ///     let e = caught.unwrap_err().downcast::<ThrownError>().unwrap();
+    ///     main.switch::<String, ()>(e.0.to_string()).unwrap();
+    ///     // ...and let the second one end the greenlet.
+    ///     unreachable!()
+    /// });
+    /// g.switch::<(), ()>(()).unwrap();
+    /// let stop = || Error::custom(std::io::Error::other("stop"));
+    /// let reply: String = g.throw_error(stop()).unwrap();
+    /// assert_eq!(reply, "stop");
+    /// let err = g.throw_error::<()>(stop()).unwrap_err();
+    /// assert!(err.downcast_ref::<std::io::Error>().is_some() && g.is_dead());
+    /// ```
+    pub fn throw_error<R: 'static>(&self, error: Error) -> Result<R, Error> {
+        if current_ptr() == Rc::as_ptr(self.inner.rc()) {
+            payload::raise(Some(error));
+        }
+        self.check_target()?;
+        payload::receive::<R>(self.deliver::<R>(Msg::ThrowError(Box::new(error))))
     }
 
     fn check_target(&self) -> Result<(), Error> {

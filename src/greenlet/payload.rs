@@ -37,6 +37,28 @@ use std::panic;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GreenletExit;
 
+/// Panic payload that unwinds a greenlet thrown into or killed *with an
+/// error* ([`Greenlet::throw_error`](crate::Greenlet::throw_error),
+/// [`JoinHandle::kill_with`](crate::JoinHandle::kill_with)): gevent's
+/// `g.throw(SomeError)` and `g.kill(exception=SomeError)`.
+///
+/// Like [`GreenletExit`] it runs destructors on the way up. Unlike it, the
+/// greenlet ends *unsuccessful* with the error: its joiners (or its parent,
+/// for an explicit greenlet) get `Err(error)`, not [`Error::Killed`]. Code
+/// may catch it with [`std::panic::catch_unwind`] and
+/// `payload.downcast::<ThrownError>()`, and carry on.
+#[derive(Debug, Clone)]
+pub struct ThrownError(pub Error);
+
+/// Unwinds the current greenlet as a throw does: with [`GreenletExit`], or
+/// with [`ThrownError`] when an error was thrown.
+pub(crate) fn raise(error: Option<Error>) -> ! {
+    match error {
+        None => panic::resume_unwind(Box::new(GreenletExit)),
+        Some(e) => panic::resume_unwind(Box::new(ThrownError(e))),
+    }
+}
+
 /// The type a suspended greenlet is waiting to receive.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Expect {
@@ -130,6 +152,8 @@ pub(crate) enum Msg {
     Wake(Woke),
     /// Raise [`GreenletExit`] at the suspension point.
     Throw,
+    /// Raise [`ThrownError`] with this error at the suspension point.
+    ThrowError(Box<Error>),
 }
 
 impl Msg {
@@ -139,8 +163,19 @@ impl Msg {
     #[inline]
     pub(crate) fn discard(self) {
         match self {
-            Msg::Boxed(_) | Msg::Panic(_) | Msg::Error(_) => drop_cold(self),
+            Msg::Boxed(_) | Msg::Panic(_) | Msg::Error(_) | Msg::ThrowError(_) => drop_cold(self),
             _ => std::mem::forget(self),
+        }
+    }
+
+    /// If this message is a throw: what it raises (`None` for
+    /// [`GreenletExit`]). Anything else is given back.
+    #[inline]
+    pub(crate) fn into_throw(self) -> Result<Option<Error>, Msg> {
+        match self {
+            Msg::Throw => Ok(None),
+            Msg::ThrowError(e) => Ok(Some(*e)),
+            other => Err(other),
         }
     }
 
@@ -175,6 +210,10 @@ impl Outcome {
         match r {
             Ok(v) => Outcome::Returned(v),
             Err(p) if p.is::<GreenletExit>() => Outcome::Exited,
+            Err(p) if p.is::<ThrownError>() => match p.downcast::<ThrownError>() {
+                Ok(t) => Outcome::Failed(t.0),
+                Err(p) => Outcome::Panicked(p),
+            },
             Err(p) => Outcome::Panicked(p),
         }
     }
@@ -224,7 +263,8 @@ fn receive_slow<R: 'static>(msg: Msg) -> Result<R, Error> {
             )),
         },
         Msg::Panic(p) => panic::resume_unwind(p),
-        Msg::Throw => panic::resume_unwind(Box::new(GreenletExit)),
+        Msg::Throw => raise(None),
+        Msg::ThrowError(e) => raise(Some(*e)),
         Msg::Exited => Err(Error::Killed),
         Msg::Error(e) => Err(*e),
         Msg::Wake(Woke::Deadlock) => Err(Error::Deadlock),

@@ -87,6 +87,44 @@ pub fn killall<'a, T: 'a>(
     Ok(())
 }
 
+/// [`killall`] with an error (gevent's `killall(greenlets, exception=...)`):
+/// each greenlet ends with `error` unless it catches the unwind (see
+/// [`JoinHandle::kill_with`]).
+///
+/// # Errors
+/// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires first.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use greenhouse::Error;
+///
+/// let hs: Vec<_> = (0..3)
+///     .map(|_| greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60))))
+///     .collect();
+/// greenhouse::yield_now();
+/// let stop = Error::custom(std::io::Error::other("stop"));
+/// greenhouse::killall_with(&hs, stop.clone())?;
+/// for h in hs {
+///     assert_eq!(h.join(), Err(stop.clone()));
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+pub fn killall_with<'a, T: 'a>(
+    handles: impl IntoIterator<Item = &'a JoinHandle<T>>,
+    error: Error,
+) -> Result<(), Error> {
+    let hs: Vec<&JoinHandle<T>> = handles.into_iter().collect();
+    for h in &hs {
+        h.kill_with_nowait(error.clone());
+    }
+    for h in &hs {
+        h.wait_until(None)?;
+    }
+    Ok(())
+}
+
 /// gevent's `joinall(greenlets, timeout=None, raise_error=False,
 /// count=None)`: waits on several greenlets, with options, and says which
 /// finished.

@@ -28,7 +28,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall};
+pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with};
 pub use remote::HubHandle;
 pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};

@@ -7,13 +7,12 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::panic;
 use std::rc::Rc;
 use std::time::Instant;
 
 use crate::error::Error;
 pub(crate) use crate::greenlet::Woke;
-use crate::greenlet::{self, GreenletExit, Inner, Msg, State};
+use crate::greenlet::{self, Inner, Msg, State};
 
 impl Woke {
     /// The error for a park that ended without what it waited for: any
@@ -98,14 +97,19 @@ impl ReadyQueue {
     }
 }
 
-/// Arranges for `g` to be resumed with `GreenletExit` raised at its
-/// suspension point, whatever it is doing. Returns false if it is dead or
-/// running (the caller handles a self-kill).
-pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
+/// Arranges for `g` to be resumed with `GreenletExit` (or, given an
+/// error, `ThrownError`) raised at its suspension point, whatever it is
+/// doing. Returns false if it is dead or running (the caller handles a
+/// self-kill).
+pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>, error: Option<Error>) -> bool {
+    let msg = || match error {
+        None => Msg::Throw,
+        Some(e) => Msg::ThrowError(Box::new(e)),
+    };
     match g.state.get() {
         State::Dead | State::Running => false,
         State::Blocked if g.ext.queued.get() => {
-            g.put_msg(Msg::Throw);
+            g.put_msg(msg());
             true
         }
         State::Blocked | State::Suspended | State::NotStarted => {
@@ -113,7 +117,7 @@ pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>) -> bool {
             g.ext.park_gen.set(g.ext.park_gen.get() + 1);
             g.state.set(State::Blocked);
             g.ext.queued.set(true);
-            g.put_msg(Msg::Throw);
+            g.put_msg(msg());
             ready.push(g.clone());
             true
         }
@@ -185,15 +189,18 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
     let _cancel = CancelTimer(hub, timer);
     cur.state.set(State::Blocked);
     cur.ext.queued.set(false);
-    let msg = greenlet::suspend(None);
-    let thrown = matches!(msg, Msg::Throw);
-    let wake = msg.as_wake();
-    msg.discard();
-    if thrown {
-        drop(_cancel);
-        drop(cur);
-        panic::resume_unwind(Box::new(GreenletExit));
-    }
+    let wake = match greenlet::suspend(None).into_throw() {
+        Ok(thrown) => {
+            drop(_cancel);
+            drop(cur);
+            greenlet::raise(thrown);
+        }
+        Err(msg) => {
+            let wake = msg.as_wake();
+            msg.discard();
+            wake
+        }
+    };
     match wake {
         Some(Woke::TimedOut) => {
             super::timeout::mark_fired(&cur);
@@ -211,7 +218,7 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
 #[inline]
 fn raise_deferred_exit(cur: &Inner) {
     if cur.ext.deferred_exit.replace(false) {
-        panic::resume_unwind(Box::new(GreenletExit));
+        greenlet::raise(cur.ext.deferred_error.take());
     }
 }
 
@@ -225,11 +232,9 @@ pub(crate) fn yield_now() {
     cur.ext.queued.set(true);
     cur.put_msg(Msg::Wake(Woke::Ready));
     super::with(|hub| hub.ready.push(cur));
-    let msg = greenlet::suspend(None);
-    let thrown = matches!(msg, Msg::Throw);
-    msg.discard();
-    if thrown {
-        panic::resume_unwind(Box::new(GreenletExit));
+    match greenlet::suspend(None).into_throw() {
+        Ok(thrown) => greenlet::raise(thrown),
+        Err(msg) => msg.discard(),
     }
 }
 

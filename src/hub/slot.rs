@@ -44,6 +44,9 @@ pub(crate) struct Slot {
     /// call, whose C frames must not be unwound): raised at the next park,
     /// or reported as the greenlet's result if it returns first.
     pub(crate) deferred_exit: Cell<bool>,
+    /// The error of a deferred kill with an error (`kill_with`), raised as
+    /// `ThrownError` instead of `GreenletExit`.
+    pub(crate) deferred_error: RefCell<Option<crate::error::Error>>,
     /// Greenlet-local values, by key (the `local` module).
     pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::scheduler::{self, Token, WaitList, Woke};
 use super::watcher::deadline_in;
 use crate::error::{Error, PanicPayload, panic_message};
-use crate::greenlet::{self, Expect, Greenlet, GreenletExit, Inner, Msg, Outcome, State};
+use crate::greenlet::{self, Expect, Greenlet, GreenletExit, Inner, Outcome, State, ThrownError};
 use crate::stack::DEFAULT_STACK_SIZE;
 
 /// Options for a new greenlet: its name and stack size.
@@ -237,19 +237,30 @@ where
     let stack_size = b.stack_size;
     let record = move || Inner::new(name, true, None, Expect::of::<()>());
     let inner = greenlet::create(record, stack_size, b.clean_stack, move |first| {
-        let killed = matches!(first, Msg::Throw);
-        first.discard();
-        let result = if killed {
-            Err(Error::Killed)
+        let thrown = match first.into_throw() {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                msg.discard();
+                None
+            }
+        };
+        let result = if let Some(t) = thrown {
+            // Killed before it started: it never runs.
+            Err(t.unwrap_or(Error::Killed))
         } else {
             match panic::catch_unwind(AssertUnwindSafe(f)) {
                 // Killed inside a patched libc call, and returned before
                 // the kill could be raised: it still ends as killed.
                 Ok(_) if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) => {
-                    Err(Error::Killed)
+                    Err(greenlet::with_current(|c| c.ext.deferred_error.take())
+                        .unwrap_or(Error::Killed))
                 }
                 Ok(v) => Ok(v),
                 Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
+                Err(p) if p.is::<ThrownError>() => match p.downcast::<ThrownError>() {
+                    Ok(t) => Err(t.0),
+                    Err(_) => Err(Error::Killed),
+                },
                 Err(p) => Err(Error::Panicked {
                     name: Greenlet::current().name(),
                     message: LAST_PANIC
@@ -560,7 +571,43 @@ impl<T> JoinHandle<T> {
     /// Raises [`GreenletExit`] in the greenlet without waiting for it to die.
     pub fn kill_nowait(&self) {
         if !self.state.done.get() {
-            kill_nowait(self.g.inner());
+            kill_nowait(self.g.inner(), None);
+        }
+    }
+
+    /// Kills the greenlet *with an error* (gevent's
+    /// `kill(exception=...)`): raises [`ThrownError`] at its suspension
+    /// point, so that, unless it catches it, it ends unsuccessful with
+    /// `error` (joiners and [`link_exception`](Self::link_exception)
+    /// callbacks see it; [`kill`](Self::kill) would give
+    /// [`Error::Killed`]). Waits until it is dead. A greenlet that has not
+    /// started dies with `error` without running.
+    ///
+    /// # Errors
+    /// As for [`kill`](Self::kill).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use greenhouse::Error;
+    ///
+    /// let h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60)));
+    /// greenhouse::yield_now();
+    /// h.kill_with(Error::custom(std::io::Error::other("shutting down")))?;
+    /// let err = h.join().unwrap_err();
+    /// assert_eq!(err.to_string(), "shutting down");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn kill_with(&self, error: Error) -> Result<(), Error> {
+        self.kill_with_nowait(error);
+        self.wait_until(None)
+    }
+
+    /// [`kill_with`](Self::kill_with) without waiting for it to die.
+    pub fn kill_with_nowait(&self, error: Error) {
+        if !self.state.done.get() {
+            kill_nowait(self.g.inner(), Some(error));
         }
     }
 
@@ -816,15 +863,16 @@ impl<T> Drop for JoinHandle<T> {
     }
 }
 
-/// Raises [`GreenletExit`] in `g` through the hub without waiting; killing
-/// the current greenlet unwinds at once. Shared by `JoinHandle` and by
-/// owners that keep no typed handle (`pool`).
-pub(crate) fn kill_nowait(g: &Rc<Inner>) {
+/// Raises [`GreenletExit`] (or, with an error, [`ThrownError`]) in `g`
+/// through the hub without waiting; killing the current greenlet unwinds
+/// at once. Shared by `JoinHandle` and by owners that keep no typed handle
+/// (`pool`).
+pub(crate) fn kill_nowait(g: &Rc<Inner>, error: Option<Error>) {
     if g.is_dead() {
         return;
     }
     if greenlet::current_ptr() == Rc::as_ptr(g) {
-        panic::resume_unwind(Box::new(GreenletExit));
+        greenlet::raise(error);
     }
-    super::with(|hub| scheduler::throw_into(&hub.ready, g));
+    super::with(|hub| scheduler::throw_into(&hub.ready, g, error));
 }

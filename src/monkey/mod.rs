@@ -92,7 +92,7 @@ use std::time::Instant;
 
 use libc::c_int;
 
-use crate::greenlet::{self, GreenletExit};
+use crate::greenlet::{self, GreenletExit, ThrownError};
 use crate::hub::timeout::{ScopeExpired, unwind_stopped};
 use crate::hub::{self, Interest, scheduler::Woke};
 
@@ -208,6 +208,13 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
     let r = match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => Ok(v),
         Err(p) if p.is::<GreenletExit>() => Err(Waited::Killed),
+        Err(p) if p.is::<ThrownError>() => {
+            // Killed with an error: deferred like any kill, error kept.
+            if let Ok(t) = p.downcast::<ThrownError>() {
+                greenlet::with_current(|c| *c.ext.deferred_error.borrow_mut() = Some(t.0));
+            }
+            Err(Waited::Killed)
+        }
         Err(p) if p.is::<ScopeExpired>() => {
             // A silent Timeout expired: the call times out, and the unwind
             // to its scope starts again at the greenlet's next park.
