@@ -61,6 +61,10 @@ pub enum Error {
     /// The hub behind a [`HubHandle`](crate::HubHandle) is gone: its thread
     /// has exited, so it will run nothing more.
     HubClosed,
+    /// A [`Pool`](crate::pool::Pool) had no free slot: `try_spawn` /
+    /// `try_add` found it full, or `spawn_timeout` / `add_timeout` waited
+    /// in vain (gevent's `PoolFull`).
+    PoolFull,
     /// An error of the program's own, made with [`Error::custom`]: what
     /// [`JoinHandle::kill_with`](crate::JoinHandle::kill_with) and
     /// [`Greenlet::throw_error`](crate::Greenlet::throw_error) end a
@@ -95,6 +99,7 @@ impl fmt::Display for Error {
             Error::ResultTaken => f.write_str("the greenlet's result was already taken"),
             Error::Spawn(why) => write!(f, "cannot create a greenlet: {why}"),
             Error::HubClosed => f.write_str("the hub's thread has exited; it runs nothing more"),
+            Error::PoolFull => f.write_str("the pool is full"),
             Error::Custom(e) => fmt::Display::fmt(e, f),
         }
     }

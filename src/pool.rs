@@ -137,15 +137,22 @@ impl Group {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        if let Some(s) = &self.inner.slots {
-            s.acquire()?;
-        }
-        let key = self.inner.next_key.get();
-        self.inner.next_key.set(key + 1);
-        let membership = Membership {
-            group: self.inner.clone(),
-            key,
-        };
+        self.spawn_after(|s| s.acquire().map(|()| true), f)
+    }
+
+    /// Takes a slot (for a pool) with `slot`, which says whether it got
+    /// one, then spawns `f` as a member.
+    fn spawn_after<F, T>(
+        &self,
+        slot: impl FnOnce(&Semaphore) -> Result<bool, Error>,
+        f: F,
+    ) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let membership = self.join_slot(slot)?;
+        let key = membership.key;
         // On failure the closure (and the membership) is dropped: the slot
         // is released there.
         let h = Builder::new().spawn(move || {
@@ -154,6 +161,72 @@ impl Group {
         })?;
         self.inner.members.borrow_mut().insert(key, h.greenlet());
         Ok(h)
+    }
+
+    /// A slot (taken with `slot`, for a pool) and a membership key;
+    /// [`Error::PoolFull`] if `slot` got none.
+    fn join_slot(
+        &self,
+        slot: impl FnOnce(&Semaphore) -> Result<bool, Error>,
+    ) -> Result<Membership, Error> {
+        if let Some(s) = &self.inner.slots {
+            if !slot(s)? {
+                return Err(Error::PoolFull);
+            }
+        }
+        let key = self.inner.next_key.get();
+        self.inner.next_key.set(key + 1);
+        Ok(Membership {
+            group: self.inner.clone(),
+            key,
+        })
+    }
+
+    /// Adds a greenlet spawned elsewhere (or made with
+    /// [`Builder::create`], which this does not start) as a member, after
+    /// waiting FIFO for a free slot in a pool (gevent's `add`). It leaves
+    /// the group when it finishes. A finished greenlet, or one already in
+    /// the group, is not added again. The group holds what it tracks: an
+    /// added greenlet that is never started keeps its slot until it is
+    /// started or killed (by [`kill`](Self::kill), for one).
+    ///
+    /// # Errors
+    /// As for [`spawn`](Self::spawn).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use greenhouse::pool::Group;
+    ///
+    /// let group = Group::new();
+    /// let h = greenhouse::Builder::new().create(|| 5)?;
+    /// group.add(&h)?;
+    /// assert_eq!(group.len(), 1);
+    /// h.start();
+    /// group.join()?;
+    /// assert!(group.is_empty());
+    /// assert_eq!(h.join(), Ok(5));
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn add<T: 'static>(&self, h: &JoinHandle<T>) -> Result<(), Error> {
+        self.add_after(|s| s.acquire().map(|()| true), h)
+    }
+
+    fn add_after<T: 'static>(
+        &self,
+        slot: impl FnOnce(&Semaphore) -> Result<bool, Error>,
+        h: &JoinHandle<T>,
+    ) -> Result<(), Error> {
+        let g = h.greenlet();
+        if h.is_ready() || self.inner.members.borrow().values().any(|m| *m == g) {
+            return Ok(());
+        }
+        let membership = self.join_slot(slot)?;
+        self.inner.members.borrow_mut().insert(membership.key, g);
+        // Dropped (leaving the group) when the greenlet finishes, or with
+        // its record if it is never started.
+        h.watch(Box::new(move || drop(membership)));
+        Ok(())
     }
 
     /// Runs `f` in the group and waits for its result (gevent's `apply`).
@@ -460,6 +533,88 @@ impl Pool {
     /// Whether `spawn` would wait.
     pub fn is_full(&self) -> bool {
         self.free_count() == 0
+    }
+
+    /// Spawns `f` as a member if a slot is free now; never waits.
+    ///
+    /// # Errors
+    /// [`Error::PoolFull`] if none is; [`Error::Spawn`] if no stack can be
+    /// allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use greenhouse::{Error, pool::Pool};
+    ///
+    /// let pool = Pool::new(1);
+    /// let busy = pool.try_spawn(|| greenhouse::sleep(Duration::from_millis(20)))?;
+    /// assert_eq!(pool.try_spawn(|| ()).unwrap_err(), Error::PoolFull);
+    /// assert_eq!(pool.spawn_timeout(|| (), Duration::from_millis(1)).unwrap_err(), Error::PoolFull);
+    /// busy.join()?;
+    /// assert!(pool.try_spawn(|| ()).is_ok());
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn try_spawn<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        self.group.spawn_after(|s| Ok(s.try_acquire()), f)
+    }
+
+    /// Spawns `f` as a member, waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    /// [`Error::PoolFull`] if none freed up in time; otherwise as for
+    /// [`spawn`](Group::spawn).
+    pub fn spawn_timeout<F, T>(&self, f: F, timeout: Duration) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        self.group.spawn_after(|s| s.acquire_timeout(timeout), f)
+    }
+
+    /// [`add`](Group::add) if a slot is free now; never waits.
+    ///
+    /// # Errors
+    /// [`Error::PoolFull`] if none is.
+    pub fn try_add<T: 'static>(&self, h: &JoinHandle<T>) -> Result<(), Error> {
+        self.group.add_after(|s| Ok(s.try_acquire()), h)
+    }
+
+    /// [`add`](Group::add), waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    /// [`Error::PoolFull`] if none freed up in time; otherwise as for
+    /// [`add`](Group::add).
+    pub fn add_timeout<T: 'static>(
+        &self,
+        h: &JoinHandle<T>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.group.add_after(|s| s.acquire_timeout(timeout), h)
+    }
+
+    /// [`wait_available`](Self::wait_available), giving up after
+    /// `timeout`: returns the free slots, `0` if none freed up in time
+    /// (gevent's `wait_available(timeout)`).
+    ///
+    /// # Errors
+    /// As for `wait_available`.
+    pub fn wait_available_timeout(&self, timeout: Duration) -> Result<usize, Error> {
+        let deadline = crate::hub::watcher::deadline_in(timeout);
+        match self
+            .group
+            .inner
+            .changed
+            .wait_until(deadline, || self.free_count() > 0)
+        {
+            Ok(()) => Ok(self.free_count()),
+            Err(Woke::Deadline) => Ok(0),
+            Err(w) => Err(w.error()),
+        }
     }
 
     /// Waits until at least one slot is free; returns how many are.

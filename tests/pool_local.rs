@@ -249,3 +249,49 @@ fn locals_are_per_greenlet_and_dropped_when_it_ends() {
     assert_eq!(local.take().map(|(_, v)| v.get()), Some(9));
     assert_eq!(drops.get(), 5);
 }
+
+#[test]
+fn a_full_pool_says_pool_full_instead_of_waiting() {
+    let pool = Pool::new(2);
+    let a = pool.try_spawn(|| sleep(ms(20))).unwrap();
+    let b = pool.try_spawn(|| sleep(ms(20))).unwrap();
+    assert!(pool.is_full());
+    assert_eq!(pool.try_spawn(|| ()).unwrap_err(), Error::PoolFull);
+    assert_eq!(pool.spawn_timeout(|| (), ms(2)).unwrap_err(), Error::PoolFull);
+    assert_eq!(pool.wait_available_timeout(ms(2)), Ok(0));
+    assert!(pool.wait_available_timeout(Duration::from_secs(10)).unwrap() >= 1);
+    let c = pool.spawn_timeout(|| 3, Duration::from_secs(10)).unwrap();
+    assert_eq!(c.join(), Ok(3));
+    assert_eq!((a.join(), b.join()), (Ok(()), Ok(())));
+    assert_eq!(pool.free_count(), 2);
+}
+
+#[test]
+fn add_tracks_greenlets_spawned_elsewhere_and_releases_their_slot() {
+    let pool = Pool::new(1);
+    let h = greenhouse::Builder::new().create(|| 7).unwrap();
+    pool.add(&h).unwrap();
+    pool.add(&h).unwrap(); // already a member: nothing more taken
+    assert_eq!((pool.len(), pool.free_count()), (1, 0));
+    let other = spawn(|| 8);
+    assert_eq!(pool.try_add(&other).unwrap_err(), Error::PoolFull);
+    assert_eq!(pool.add_timeout(&other, ms(1)).unwrap_err(), Error::PoolFull);
+    h.start();
+    pool.join().unwrap();
+    assert_eq!((pool.len(), pool.free_count()), (0, 1));
+    assert_eq!(h.join(), Ok(7));
+    // A finished greenlet is not added.
+    pool.add(&other).unwrap();
+    assert_eq!(pool.len(), 0);
+    // The group holds what it tracks: one never started keeps its slot
+    // (its handle gone or not) until it is started or killed, as in gevent.
+    let never = greenhouse::Builder::new().create(|| ()).unwrap();
+    pool.add(&never).unwrap();
+    let g = never.greenlet();
+    drop(never);
+    yield_now();
+    assert_eq!((pool.len(), pool.free_count()), (1, 0));
+    pool.kill().unwrap();
+    assert!(g.is_dead());
+    assert_eq!((pool.len(), pool.free_count()), (0, 1));
+}

@@ -303,7 +303,7 @@ where
 type Callback<T> = Box<dyn FnOnce(&Greenlet, &mut Option<Result<T, Error>>)>;
 
 /// The crate's own completion notice (see `JoinState::watchers`).
-type Notice = Box<dyn FnOnce()>;
+pub(crate) type Notice = Box<dyn FnOnce()>;
 
 /// Identifies a callback registered with [`JoinHandle::link`] (and its
 /// siblings), to [`unlink`](JoinHandle::unlink) it.
@@ -739,7 +739,7 @@ impl<T> JoinHandle<T> {
 
     /// Runs `f` when the greenlet finishes, unless unlinked first (the
     /// caller checks it has not finished yet).
-    pub(super) fn watch(&self, f: Notice) -> LinkKey {
+    pub(crate) fn watch(&self, f: Notice) -> LinkKey {
         let key = self.next_key();
         self.state.watchers.borrow_mut().push((key, f));
         key
