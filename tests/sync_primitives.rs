@@ -481,3 +481,46 @@ fn a_putter_killed_while_waiting_takes_its_item_with_it() {
     putter.kill().unwrap();
     assert_eq!(ch.get_nowait(), Err(Empty));
 }
+
+#[test]
+fn wait_on_a_set_event_lets_the_waiters_being_notified_run_first() {
+    let e = Event::new();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let hs: Vec<_> = (0..3)
+        .map(|i| {
+            let (e, log) = (e.clone(), log.clone());
+            greenhouse::spawn(move || {
+                e.wait().unwrap();
+                log.borrow_mut().push(format!("w{i}"));
+            })
+        })
+        .collect();
+    greenhouse::yield_now(); // all three wait
+    e.set();
+    e.wait().unwrap(); // gevent: after the three being notified
+    log.borrow_mut().push("main".into());
+    assert_eq!(*log.borrow(), ["w0", "w1", "w2", "main"]);
+    // Nobody being notified: a wait on the set event returns at once.
+    let l = log.clone();
+    let later = greenhouse::spawn(move || l.borrow_mut().push("later".into()));
+    e.wait().unwrap();
+    assert_eq!(log.borrow().last().unwrap(), "main", "did not yield");
+    later.join().unwrap();
+    greenhouse::joinall(hs);
+}
+
+#[test]
+fn channel_put_lets_the_waiting_getter_run_with_the_item_first() {
+    let ch = Channel::new();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (c2, l2) = (ch.clone(), log.clone());
+    let getter = greenhouse::spawn(move || {
+        let v: u32 = c2.get().unwrap();
+        l2.borrow_mut().push(format!("got {v}"));
+    });
+    greenhouse::yield_now(); // the getter waits
+    ch.put(1).unwrap();
+    log.borrow_mut().push("put returned".into());
+    assert_eq!(*log.borrow(), ["got 1", "put returned"]);
+    getter.join().unwrap();
+}

@@ -13,7 +13,10 @@ use crate::hub::watcher::deadline_in;
 /// `threading.Event`). Cheap to clone: clones share the flag.
 ///
 /// `set` wakes every waiter. A waiter woken by `set` returns `true` even if
-/// the flag was cleared again before it ran.
+/// the flag was cleared again before it ran. As in gevent, a greenlet that
+/// calls `wait` on a set event while the waiters that `set` woke have not
+/// all run yet lets them run first (it yields once), so it never overtakes
+/// them; otherwise `wait` on a set event returns at once.
 ///
 /// `!Send`: it belongs to one hub. From another thread, hand a closure to
 /// the hub with a [`HubHandle`](crate::HubHandle) and `set` it there.
@@ -42,6 +45,8 @@ struct EventInner {
     flag: Cell<bool>,
     /// Bumped by every `set` that raised the flag.
     sets: Cell<u64>,
+    /// Waiters a `set` woke that have not run since.
+    notifying: Cell<usize>,
     waiters: WaitList,
 }
 
@@ -64,7 +69,8 @@ impl Event {
     pub fn set(&self) {
         if !self.inner.flag.replace(true) {
             self.inner.sets.set(self.inner.sets.get() + 1);
-            self.inner.waiters.wake_all_now();
+            let woken = self.inner.waiters.wake_all_now();
+            self.inner.notifying.set(self.inner.notifying.get() + woken);
         }
     }
 
@@ -107,10 +113,33 @@ impl Event {
     }
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> Result<(), Woke> {
+        if self.is_set() {
+            if self.inner.notifying.get() > 0 {
+                // They are queued ahead of us: yielding lets them run.
+                crate::hub::scheduler::yield_now();
+            }
+            return Ok(());
+        }
+        /// Counts this waiter as notified once its wait is over (returned
+        /// after a `set`, or unwound by a kill after being woken).
+        struct Notified<'a>(&'a EventInner, u64, bool);
+        impl Drop for Notified<'_> {
+            fn drop(&mut self) {
+                let n = &self.0.notifying;
+                if self.2 && self.0.sets.get() != self.1 {
+                    n.set(n.get().saturating_sub(1));
+                }
+            }
+        }
         let seen = self.inner.sets.get();
-        self.inner
+        let mut guard = Notified(&self.inner, seen, true);
+        let r = self
+            .inner
             .waiters
-            .wait_until(deadline, || self.is_set() || self.inner.sets.get() != seen)
+            .wait_until(deadline, || self.is_set() || self.inner.sets.get() != seen);
+        // A wait that timed out was not among those a `set` woke.
+        guard.2 = r.is_ok();
+        r
     }
 }
 

@@ -212,6 +212,11 @@ impl<T, B: Buffer<T>> Core<T, B> {
 
     fn put(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
         let Err(Full(item)) = self.put_nowait(item) else {
+            if self.cap == Some(0) {
+                // A rendezvous hands the item to a waiting getter: let it
+                // run with it before the putter goes on (gevent's order).
+                crate::hub::scheduler::yield_now();
+            }
             return Ok(());
         };
         // The taker counts it as accepted when it moves the item out.
@@ -544,6 +549,11 @@ queue_type!(
     /// A rendezvous channel (gevent's `Channel`): `put` waits until a
     /// `get` takes the item, and `put_nowait` succeeds only if a getter is
     /// already waiting. Nothing is ever buffered.
+    ///
+    /// As in gevent, a `put` that finds a getter waiting hands it the item
+    /// and then lets it run (it yields): the putter goes on only after the
+    /// getter has taken the item and run until it blocked or yielded.
+    /// `put_nowait` hands over without yielding.
     ///
     /// # Examples
     ///
