@@ -3,16 +3,17 @@
 //! greenlet (`link`, `link_value`, `link_exception`, `unlink`), `joinall`'s
 //! options (`JoinAll`: count, raise_error, timeout), silent timeouts
 //! (`with_timeout_silent`) and `Timeout::pending`, kills and throws with an
-//! error (`kill_with`, `killall_with`, `Greenlet::throw_error`).
+//! error (`kill_with`, `killall_with`, `Greenlet::throw_error`), and
+//! `iwait` / `wait` over greenlets, events, results and queues.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use greenhouse::sync::Event;
+use greenhouse::sync::{AsyncResult, Channel, Event, Queue};
 use greenhouse::{
-    Builder, Error, Greenlet, JoinAll, JoinHandle, ThrownError, Timeout, sleep, spawn,
-    with_timeout_silent, yield_now,
+    Builder, Error, Greenlet, JoinAll, JoinHandle, ThrownError, Timeout, Waitable, iwait, sleep,
+    spawn, with_timeout_silent, yield_now,
 };
 
 mod common;
@@ -445,4 +446,76 @@ fn throw_error_into_an_explicit_greenlet_reaches_its_parent_uncaught() {
         .unwrap_err();
     assert_eq!(err.to_string(), "shutdown: fresh");
     assert!(fresh.is_dead() && !ran.get());
+}
+
+#[test]
+fn iwait_yields_mixed_objects_as_each_becomes_ready() {
+    let (event, result, queue) = (Event::new(), AsyncResult::<u8>::new(), Queue::<u8>::new());
+    let greenlet = after(20, Ok(1));
+    let (e, r, q) = (event.clone(), result.clone(), queue.clone());
+    let _driver = spawn(move || {
+        sleep(Duration::from_millis(10));
+        q.put(1).unwrap();
+        sleep(Duration::from_millis(20)); // the greenlet finishes meanwhile
+        r.set(2).unwrap();
+        sleep(Duration::from_millis(10));
+        e.set();
+    });
+    let objects: [&dyn Waitable; 4] = [&event, &result, &queue, &greenlet];
+    let order: Vec<usize> = iwait(&objects).map(Result::unwrap).collect();
+    assert_eq!(order, [2, 3, 1, 0]);
+    // Already ready: all at once, in list order.
+    assert_eq!(greenhouse::wait(&objects), Ok(vec![0, 1, 2, 3]));
+    assert_eq!(format!("{event:?}"), "Event { set: true, waiters: 0 }");
+}
+
+#[test]
+fn iwait_count_timeout_and_abandoning_leave_nothing_registered() {
+    let (a, b) = (Event::new(), Event::new());
+    let slow = after(10_000, Ok(1));
+    let b2 = b.clone();
+    let _s = spawn(move || {
+        sleep(Duration::from_millis(5));
+        b2.set();
+    });
+    let objects: [&dyn Waitable; 3] = [&a, &b, &slow];
+    // count: the first one only.
+    assert_eq!(iwait(&objects).count(1).wait(), Ok(vec![1]));
+    // timeout: what was ready by then, then the end.
+    let mut it = iwait(&objects).timeout(Duration::from_millis(10));
+    assert_eq!(it.next(), Some(Ok(1)));
+    assert_eq!(it.next(), None);
+    assert_eq!(it.next(), None);
+    // An armed Timeout scope ends it with one error.
+    let t = Timeout::start(Duration::from_millis(5));
+    let mut it = iwait(&objects[..1]);
+    assert_eq!(it.next(), Some(Err(Error::TimedOut)));
+    assert_eq!(it.next(), None);
+    drop(t);
+    // A greenlet killed inside an iwait leaves nothing behind either.
+    let a2 = a.clone();
+    let waiter = spawn(move || {
+        let objects: [&dyn Waitable; 1] = [&a2];
+        iwait(&objects).wait()
+    });
+    yield_now();
+    assert_eq!(format!("{a:?}"), "Event { set: false, waiters: 1 }");
+    waiter.kill().unwrap();
+    assert_eq!(format!("{a:?}"), "Event { set: false, waiters: 0 }");
+    slow.kill().unwrap();
+}
+
+#[test]
+fn iwait_sees_a_waiting_putter_on_a_channel_and_deadlock() {
+    let ch = Channel::<u8>::new();
+    let c2 = ch.clone();
+    let putter = spawn(move || c2.put(9).unwrap());
+    let objects: [&dyn Waitable; 1] = [&ch];
+    assert_eq!(iwait(&objects).wait(), Ok(vec![0]));
+    assert_eq!(ch.get(), Ok(9));
+    putter.join().unwrap();
+    // Nothing can ever make it ready.
+    let lonely = Event::new();
+    let objects: [&dyn Waitable; 1] = [&lonely];
+    assert_eq!(greenhouse::wait(&objects), Err(Error::Deadlock));
 }

@@ -257,9 +257,16 @@ fn a_full_pool_says_pool_full_instead_of_waiting() {
     let b = pool.try_spawn(|| sleep(ms(20))).unwrap();
     assert!(pool.is_full());
     assert_eq!(pool.try_spawn(|| ()).unwrap_err(), Error::PoolFull);
-    assert_eq!(pool.spawn_timeout(|| (), ms(2)).unwrap_err(), Error::PoolFull);
+    assert_eq!(
+        pool.spawn_timeout(|| (), ms(2)).unwrap_err(),
+        Error::PoolFull
+    );
     assert_eq!(pool.wait_available_timeout(ms(2)), Ok(0));
-    assert!(pool.wait_available_timeout(Duration::from_secs(10)).unwrap() >= 1);
+    assert!(
+        pool.wait_available_timeout(Duration::from_secs(10))
+            .unwrap()
+            >= 1
+    );
     let c = pool.spawn_timeout(|| 3, Duration::from_secs(10)).unwrap();
     assert_eq!(c.join(), Ok(3));
     assert_eq!((a.join(), b.join()), (Ok(()), Ok(())));
@@ -275,7 +282,10 @@ fn add_tracks_greenlets_spawned_elsewhere_and_releases_their_slot() {
     assert_eq!((pool.len(), pool.free_count()), (1, 0));
     let other = spawn(|| 8);
     assert_eq!(pool.try_add(&other).unwrap_err(), Error::PoolFull);
-    assert_eq!(pool.add_timeout(&other, ms(1)).unwrap_err(), Error::PoolFull);
+    assert_eq!(
+        pool.add_timeout(&other, ms(1)).unwrap_err(),
+        Error::PoolFull
+    );
     h.start();
     pool.join().unwrap();
     assert_eq!((pool.len(), pool.free_count()), (0, 1));

@@ -20,6 +20,7 @@ pub(crate) use slot::Slot;
 pub(crate) mod spawn;
 pub(crate) mod timeout;
 pub(crate) mod timers;
+pub(crate) mod wait;
 pub(crate) mod watcher;
 
 use std::cell::{Cell, OnceCell};
@@ -32,6 +33,7 @@ pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with}
 pub use remote::HubHandle;
 pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};
+pub use wait::{Iwait, Waitable, iwait, wait};
 pub use watcher::Watcher;
 
 use crate::greenlet::{self, Inner, Outcome, Schedule};

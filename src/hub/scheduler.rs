@@ -61,6 +61,20 @@ impl Token {
         true
     }
 
+    /// Whether the park this token wakes was woken and has not run since
+    /// (it sits in the ready queue).
+    pub(crate) fn is_queued(&self) -> bool {
+        let g = &self.g;
+        g.state.get() == State::Blocked
+            && g.ext.queued.get()
+            && g.ext.park_gen.get() == self.generation
+    }
+
+    /// Another token for the same park.
+    pub(crate) fn duplicate(&self) -> Token {
+        Token::new(self.g.clone(), self.generation)
+    }
+
     /// [`wake`](Self::wake) with `Woke::Ready` through this thread's hub.
     pub(crate) fn wake_now(&self) -> bool {
         super::with(|hub| self.wake(&hub.ready, Woke::Ready))
@@ -283,7 +297,10 @@ impl WaitList {
         Ok(())
     }
 
-    fn push(&self, token: Token) {
+    /// Files `token` at the back (a wait of several lists at once, see
+    /// `hub::wait`); the waiter removes it with
+    /// [`remove_current`](Self::remove_current) when its park ends.
+    pub(crate) fn push(&self, token: Token) {
         let mut head = self.head.borrow_mut();
         if head.is_none() && self.rest.borrow().is_empty() {
             *head = Some(token);
@@ -302,6 +319,24 @@ impl WaitList {
         let mut rest = self.rest.borrow_mut();
         let at = rest.iter().position(|t| Rc::as_ptr(&t.g) == g)?;
         rest.remove(at)
+    }
+
+    /// Removes the current greenlet's entry, if any.
+    pub(crate) fn remove_current(&self) {
+        let removed = self.remove(greenlet::with_current(|c| c as *const Inner));
+        drop(removed);
+    }
+
+    /// Wakes every waiter (they leave the list now), oldest first, and
+    /// keeps the tokens of those it woke in `woken`.
+    pub(crate) fn wake_all_into(&self, ready: &ReadyQueue, woken: &mut Vec<Token>) {
+        let first = self.head.borrow_mut().take();
+        let rest = std::mem::take(&mut *self.rest.borrow_mut());
+        for t in first.into_iter().chain(rest) {
+            if t.wake(ready, Woke::Ready) {
+                woken.push(t);
+            }
+        }
     }
 
     /// Wakes every waiter (they leave the list now), oldest first.

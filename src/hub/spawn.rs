@@ -823,6 +823,11 @@ impl<T> JoinHandle<T> {
         }
     }
 
+    /// The list woken when it finishes (for `hub::wait`).
+    pub(super) fn waiters(&self) -> &WaitList {
+        &self.state.waiters
+    }
+
     /// Whether it has been scheduled to run (gevent's `started`): true for
     /// a spawned greenlet, and for a created one once started.
     pub fn is_started(&self) -> bool {

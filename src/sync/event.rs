@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::hub::scheduler::{WaitList, Woke, own_timeout};
+use crate::hub::scheduler::{Token, WaitList, Woke, own_timeout};
 use crate::hub::watcher::deadline_in;
 
 /// A flag greenlets can wait for (gevent's `Event`, Python's
@@ -45,8 +45,8 @@ struct EventInner {
     flag: Cell<bool>,
     /// Bumped by every `set` that raised the flag.
     sets: Cell<u64>,
-    /// Waiters a `set` woke that have not run since.
-    notifying: Cell<usize>,
+    /// The parks the last `set` woke (dropped once they have run).
+    notified: RefCell<Vec<Token>>,
     waiters: WaitList,
 }
 
@@ -69,8 +69,10 @@ impl Event {
     pub fn set(&self) {
         if !self.inner.flag.replace(true) {
             self.inner.sets.set(self.inner.sets.get() + 1);
-            let woken = self.inner.waiters.wake_all_now();
-            self.inner.notifying.set(self.inner.notifying.get() + woken);
+            let mut woken = std::mem::take(&mut *self.inner.notified.borrow_mut());
+            woken.clear();
+            crate::hub::with(|hub| self.inner.waiters.wake_all_into(&hub.ready, &mut woken));
+            *self.inner.notified.borrow_mut() = woken;
         }
     }
 
@@ -114,32 +116,21 @@ impl Event {
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> Result<(), Woke> {
         if self.is_set() {
-            if self.inner.notifying.get() > 0 {
+            let pending = {
+                let mut n = self.inner.notified.borrow_mut();
+                n.retain(Token::is_queued);
+                !n.is_empty()
+            };
+            if pending {
                 // They are queued ahead of us: yielding lets them run.
                 crate::hub::scheduler::yield_now();
             }
             return Ok(());
         }
-        /// Counts this waiter as notified once its wait is over (returned
-        /// after a `set`, or unwound by a kill after being woken).
-        struct Notified<'a>(&'a EventInner, u64, bool);
-        impl Drop for Notified<'_> {
-            fn drop(&mut self) {
-                let n = &self.0.notifying;
-                if self.2 && self.0.sets.get() != self.1 {
-                    n.set(n.get().saturating_sub(1));
-                }
-            }
-        }
         let seen = self.inner.sets.get();
-        let mut guard = Notified(&self.inner, seen, true);
-        let r = self
-            .inner
+        self.inner
             .waiters
-            .wait_until(deadline, || self.is_set() || self.inner.sets.get() != seen);
-        // A wait that timed out was not among those a `set` woke.
-        guard.2 = r.is_ok();
-        r
+            .wait_until(deadline, || self.is_set() || self.inner.sets.get() != seen)
     }
 }
 
@@ -281,5 +272,31 @@ impl<T: Clone, E: Clone> AsyncResult<Result<T, E>> {
     /// [`Error::Invalid`] if a result was already set.
     pub fn set_error(&self, error: E) -> Result<(), Error> {
         self.set(Err(error))
+    }
+}
+
+impl crate::hub::wait::sealed::Sealed for Event {
+    fn ready_list(&self) -> crate::hub::wait::sealed::ReadyList<'_> {
+        crate::hub::wait::sealed::ReadyList(&self.inner.waiters)
+    }
+}
+
+/// Ready once set.
+impl crate::Waitable for Event {
+    fn is_ready(&self) -> bool {
+        self.is_set()
+    }
+}
+
+impl<T> crate::hub::wait::sealed::Sealed for AsyncResult<T> {
+    fn ready_list(&self) -> crate::hub::wait::sealed::ReadyList<'_> {
+        crate::hub::wait::sealed::ReadyList(&self.inner.waiters)
+    }
+}
+
+/// Ready once it holds its value.
+impl<T> crate::Waitable for AsyncResult<T> {
+    fn is_ready(&self) -> bool {
+        self.inner.value.borrow().is_some()
     }
 }

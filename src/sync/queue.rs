@@ -168,6 +168,8 @@ pub(crate) struct Core<T, B> {
     /// Items put and not yet marked done (`JoinableQueue`).
     unfinished: Cell<usize>,
     joiners: WaitList,
+    /// `iwait`s waiting for something to get.
+    watchers: WaitList,
 }
 
 impl<T, B: Buffer<T>> Core<T, B> {
@@ -179,6 +181,7 @@ impl<T, B: Buffer<T>> Core<T, B> {
             putters: Handoff::default(),
             unfinished: Cell::new(0),
             joiners: WaitList::default(),
+            watchers: WaitList::default(),
         }
     }
 
@@ -207,7 +210,20 @@ impl<T, B: Buffer<T>> Core<T, B> {
         }
         self.buf.borrow_mut().push(item);
         self.accepted();
+        self.something_to_get();
         Ok(())
+    }
+
+    /// Whether a `get` would return at once.
+    fn has_item(&self) -> bool {
+        self.len() > 0 || self.putters.len() > 0
+    }
+
+    /// Wakes the `iwait`s: a `get` would now return at once.
+    fn something_to_get(&self) {
+        if !self.watchers.is_empty() {
+            self.watchers.wake_all_now();
+        }
     }
 
     fn put(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
@@ -219,7 +235,9 @@ impl<T, B: Buffer<T>> Core<T, B> {
             }
             return Ok(());
         };
-        // The taker counts it as accepted when it moves the item out.
+        // The taker counts it as accepted when it moves the item out. A
+        // waiting putter is something to get (a `Channel`'s readiness).
+        self.something_to_get();
         self.putters
             .offer(item, deadline)
             .map_err(|(item, woke)| PutError {
@@ -259,6 +277,7 @@ impl<T, B: Buffer<T>> Core<T, B> {
     fn give_back(&self, item: T) {
         if let Err(item) = self.getters.hand(item) {
             self.buf.borrow_mut().unpop(item);
+            self.something_to_get();
         }
     }
 
@@ -295,6 +314,20 @@ macro_rules! queue_type {
         impl<T> Clone for $name<T> {
             fn clone(&self) -> Self {
                 $name { core: self.core.clone() }
+            }
+        }
+
+        impl<T: $($bound)*> crate::hub::wait::sealed::Sealed for $name<T> {
+            fn ready_list(&self) -> crate::hub::wait::sealed::ReadyList<'_> {
+                crate::hub::wait::sealed::ReadyList(&self.core.watchers)
+            }
+        }
+
+        /// Ready while a `get` would return at once (an item is there, or
+        /// a putter waits).
+        impl<T: $($bound)*> crate::Waitable for $name<T> {
+            fn is_ready(&self) -> bool {
+                self.core.has_item()
             }
         }
 
