@@ -1,10 +1,11 @@
-//! Echo over UDP, Unix streams and Unix datagrams; timeouts and kills.
+//! Echo over UDP, Unix streams and Unix datagrams; timeouts and kills;
+//! `DatagramServer`.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use greenhouse::net::{UdpSocket, UnixDatagram, UnixListener, UnixStream};
+use greenhouse::net::{DatagramServer, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use greenhouse::{joinall, spawn, stats, yield_now};
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -188,5 +189,79 @@ fn unix_datagram_echo() -> io::Result<()> {
     let mut b = [0u8; 4];
     assert_eq!(y.recv(&mut b)?, 4);
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn datagram_server_runs_a_handler_per_datagram_concurrently() -> io::Result<()> {
+    let peak = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let p = peak.clone();
+    let server = DatagramServer::bind("127.0.0.1:0", move |data, peer, server| {
+        p.set(p.get().max(server.handlers()));
+        greenhouse::sleep(Duration::from_millis(20)); // all overlap
+        server.send_to(&data, peer).unwrap();
+    })?;
+    server.start()?;
+    let client = UdpSocket::bind("127.0.0.1:0")?;
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    for i in 0..10u8 {
+        client.send_to(&[i], server.local_addr())?;
+    }
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let mut buf = [0u8; 8];
+        let (n, from) = client.recv_from(&mut buf)?;
+        assert_eq!((n, from), (1, server.local_addr()));
+        got.push(buf[0]);
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    assert_eq!(
+        peak.get(),
+        10,
+        "one handler greenlet per datagram, all at once"
+    );
+    assert_eq!(server.received(), 10);
+    server.stop(Some(Duration::from_secs(5)))?;
+    assert!(!server.is_running());
+    assert_eq!(
+        server
+            .send_to(b"x", client.local_addr()?)
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotConnected
+    );
+    assert_eq!(
+        server.start().unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
+    Ok(())
+}
+
+#[test]
+fn datagram_server_bounds_its_handlers_and_stop_kills_the_rest() -> io::Result<()> {
+    let peak = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let p = peak.clone();
+    let server = DatagramServer::bind("127.0.0.1:0", move |_data, _peer, server| {
+        p.set(p.get().max(server.handlers()));
+        greenhouse::sleep(Duration::from_secs(3600));
+    })?;
+    server.set_max_handlers(Some(3));
+    server.start()?;
+    let client = UdpSocket::bind("127.0.0.1:0")?;
+    for i in 0..8u8 {
+        client.send_to(&[i], server.local_addr())?;
+    }
+    while server.handlers() < 3 {
+        greenhouse::sleep(Duration::from_millis(1));
+    }
+    greenhouse::sleep(Duration::from_millis(20));
+    assert_eq!(
+        (peak.get(), server.handlers(), server.received()),
+        (3, 3, 3)
+    );
+    // The rest wait in the socket; stop kills the three sleepers.
+    server.stop(None)?;
+    assert_eq!(server.handlers(), 0);
     Ok(())
 }

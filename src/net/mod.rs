@@ -19,6 +19,7 @@
 //! `SIGPIPE`. Dropping a socket deregisters it, then closes it.
 
 mod addr;
+mod dgram_server;
 mod fd;
 pub(crate) mod io;
 mod server;
@@ -27,6 +28,7 @@ mod udp;
 mod unix;
 
 pub use addr::ToSocketAddrs;
+pub use dgram_server::DatagramServer;
 pub use server::StreamServer;
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
