@@ -17,6 +17,17 @@ fn deep(bytes: usize) -> u8 {
     }
 }
 
+/// Under AddressSanitizer (CI sets `GREENHOUSE_ASAN`), a function's local
+/// arrays live on ASan's heap-allocated fake stack (its
+/// use-after-return detection), so the real stack does not grow with them.
+fn locals_on_a_fake_stack() -> bool {
+    let asan = std::env::var_os("GREENHOUSE_ASAN").is_some();
+    if asan {
+        eprintln!("depth checks skipped under AddressSanitizer: locals live on its fake stack");
+    }
+    asan
+}
+
 fn usage_after(clean: bool, bytes: usize) -> StackUsage {
     Builder::new()
         .clean_stack(clean)
@@ -40,6 +51,9 @@ fn a_clean_stack_reports_its_own_depth() {
     assert_eq!(shallow.touched % PAGE, 0);
     assert!(shallow.touched > 0);
     assert!(shallow.touched <= 8 * PAGE, "{shallow:?}");
+    if locals_on_a_fake_stack() {
+        return;
+    }
     assert!(deeper.touched >= 200 * 1024, "{deeper:?}");
     assert!(deeper.touched < deeper.size, "{deeper:?}");
 }
@@ -83,7 +97,7 @@ fn usage_of_a_parked_greenlet_seen_from_outside() {
         .unwrap();
     greenhouse::yield_now(); // it runs until it parks in `wait`
     let u = h.greenlet().stack_usage().expect("parked, alive");
-    assert!(u.touched >= 100 * 1024, "{u:?}");
+    assert!(locals_on_a_fake_stack() || u.touched >= 100 * 1024, "{u:?}");
     go.set();
     h.join().unwrap();
 }

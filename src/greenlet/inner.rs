@@ -331,6 +331,20 @@ impl Drop for Ctx {
     }
 }
 
+/// Calls `f` with the running greenlet's id and name (empty if it has
+/// none), reading only: safe to call from a signal handler on this thread
+/// (the blocked-hub detector's), which interrupts the greenlet that runs.
+pub(crate) fn with_running_identity(f: impl FnOnce(u64, &[u8])) {
+    let p = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
+    // SAFETY: a non-null CURRENT is the running greenlet, whose record is
+    // kept alive by its own body while it runs (Ownership, above); the
+    // interrupted code cannot free it while the handler runs.
+    match unsafe { p.as_ref() } {
+        Some(g) => f(g.id, g.name.as_deref().map_or(&[][..], str::as_bytes)),
+        None => f(0, b"main"),
+    }
+}
+
 thread_local! {
     /// The running greenlet (raw for speed and for the overflow handler).
     static CURRENT: Cell<*const Inner> = const { Cell::new(std::ptr::null()) };

@@ -24,7 +24,7 @@ use corosensei::{Coroutine, Yielder};
 pub(crate) use inner::may_park;
 pub(crate) use inner::{
     Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler, main_rc,
-    next_id, set_exit_hook, with_current,
+    next_id, set_exit_hook, with_current, with_running_identity,
 };
 pub(crate) use payload::{Expect, Msg, Outcome, Woke, raise};
 pub use payload::{GreenletExit, ThrownError};
@@ -502,6 +502,19 @@ impl Greenlet {
     /// ```
     pub fn name(&self) -> String {
         self.inner.name()
+    }
+
+    /// A number that identifies the greenlet within its thread (unique
+    /// while the thread lives; `Greenlet-<id>` is its default name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let g = greenhouse::Greenlet::new(|(): ()| ());
+    /// assert_eq!(g.name(), format!("Greenlet-{}", g.id()));
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// How much of this greenlet's stack holds memory: its high-water mark,

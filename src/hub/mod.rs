@@ -11,6 +11,7 @@
 //! only answers the trampoline's [`Schedule::next`] with the greenlet to run.
 
 pub(crate) mod join;
+pub(crate) mod monitor;
 pub(crate) mod reactor;
 pub(crate) mod remote;
 pub(crate) use reactor::Interest;
@@ -30,6 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with};
+pub use monitor::{
+    BlockedReport, blocked_threshold, clear_blocked_hook, set_blocked_hook, set_blocked_threshold,
+};
 pub use remote::HubHandle;
 pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};
@@ -53,6 +57,8 @@ pub(crate) struct Hub {
     remote: OnceCell<Arc<Remote>>,
     /// Greenlets waiting for another thread's `RemoteWaker`.
     pub(crate) remote_waits: RemoteWaits,
+    /// What the blocked-hub detector samples (`monitor.rs`).
+    pub(crate) probe: Arc<monitor::Probe>,
 }
 
 thread_local! {
@@ -76,6 +82,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
                 budget: Cell::new(0),
                 remote: OnceCell::new(),
                 remote_waits: RemoteWaits::default(),
+                probe: monitor::register(),
             });
             greenlet::install_scheduler(hub.clone());
             hub
@@ -133,14 +140,19 @@ impl Hub {
                 None => return false, // deadlock
             }
         };
-        if let Err(e) = self.reactor.poll(timeout, &self.ready) {
+        self.probe.set_polling(true);
+        let polled = self.reactor.poll(timeout, &self.ready);
+        self.probe.set_polling(false);
+        if let Err(e) = polled {
             // Cannot poll (e.g. no fd left for the poller): fall back to a
             // plain sleep for timers and let IO waiters retry.
             if waiting_io {
                 eprintln!("greenhouse: polling failed: {e}");
                 self.reactor.wake_everyone(&self.ready);
             } else if let Some(t) = timeout {
+                self.probe.set_polling(true);
                 std::thread::sleep(t);
+                self.probe.set_polling(false);
             }
         }
         true
@@ -149,6 +161,7 @@ impl Hub {
 
 impl Schedule for Hub {
     fn next(&self) -> Option<Rc<Inner>> {
+        self.probe.tick();
         loop {
             if self.budget.get() > 0 {
                 if let Some(g) = self.ready.pop() {
@@ -194,6 +207,7 @@ impl Drop for Hub {
         if let Some(r) = self.remote.get() {
             r.close();
         }
+        monitor::unregister(&self.probe);
     }
 }
 

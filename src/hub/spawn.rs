@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use super::scheduler::{self, Token, WaitList, Woke};
 use super::watcher::deadline_in;
 use crate::error::{Error, PanicPayload, panic_message};
-use crate::greenlet::{self, Expect, Greenlet, GreenletExit, Inner, Outcome, State, ThrownError};
+use crate::greenlet::{
+    self, Expect, Greenlet, GreenletExit, Inner, Msg, Outcome, State, ThrownError,
+};
 use crate::stack::DEFAULT_STACK_SIZE;
 
 /// Options for a new greenlet: its name and stack size.
@@ -212,6 +214,15 @@ fn install_panic_hook() {
     });
 }
 
+/// One spawned greenlet alive, as the blocked-hub detector counts them.
+struct Live;
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = super::try_with(|hub| hub.probe.add_live(-1));
+    }
+}
+
 /// When a new greenlet starts.
 #[derive(Clone, Copy)]
 enum Start {
@@ -236,17 +247,27 @@ where
     let name = b.name.map(String::into_boxed_str);
     let stack_size = b.stack_size;
     let record = move || Inner::new(name, true, None, Expect::of::<()>());
+    // Counts it alive for the blocked-hub detector until the body is
+    // dropped: run to its end, or dropped unrun (also if `create` fails).
+    hub.probe.add_live(1);
+    let live = Live;
     let inner = greenlet::create(record, stack_size, b.clean_stack, move |first| {
-        let thrown = match first.into_throw() {
-            Ok(t) => Some(t),
-            Err(msg) => {
-                msg.discard();
-                None
+        let _live = live;
+        // Started by a wake-up (the common case), or killed before it
+        // started: then it never runs.
+        let result = if let Msg::Wake(_) = first {
+            Ok(())
+        } else {
+            match first.into_throw() {
+                Ok(t) => Err(t.unwrap_or(Error::Killed)),
+                Err(msg) => {
+                    msg.discard();
+                    Ok(())
+                }
             }
         };
-        let result = if let Some(t) = thrown {
-            // Killed before it started: it never runs.
-            Err(t.unwrap_or(Error::Killed))
+        let result = if let Err(e) = result {
+            Err(e)
         } else {
             match panic::catch_unwind(AssertUnwindSafe(f)) {
                 // Killed inside a patched libc call, and returned before
@@ -302,8 +323,18 @@ where
 /// of the slot.
 type Callback<T> = Box<dyn FnOnce(&Greenlet, &mut Option<Result<T, Error>>)>;
 
-/// The crate's own completion notice (see `JoinState::watchers`).
+/// The crate's own completion notice (see [`Link::Notice`]).
 pub(crate) type Notice = Box<dyn FnOnce()>;
+
+/// One thing to run when a greenlet finishes.
+enum Link<T> {
+    /// A user's callback (`link` and its siblings, `link_take`): it sees
+    /// the result, and counts as having seen a panic.
+    Callback(Callback<T>),
+    /// The crate's own notice (`JoinAll`, `Group::add`): it neither sees
+    /// the result nor counts as having seen it.
+    Notice(Notice),
+}
 
 /// Identifies a callback registered with [`JoinHandle::link`] (and its
 /// siblings), to [`unlink`](JoinHandle::unlink) it.
@@ -370,10 +401,8 @@ struct JoinState<T> {
     /// Scheduled to run (spawned, or created and then started).
     started: Cell<bool>,
     waiters: WaitList,
-    callbacks: RefCell<Vec<(LinkKey, Callback<T>)>>,
-    /// The crate's own completion notices (`JoinAll`): they neither see
-    /// the result nor count as having seen it.
-    watchers: RefCell<Vec<(LinkKey, Notice)>>,
+    /// What runs when it finishes, in the order added.
+    links: RefCell<Vec<(LinkKey, Link<T>)>>,
     next_link: Cell<u64>,
 }
 
@@ -386,29 +415,29 @@ impl<T> JoinState<T> {
             handle_alive: Cell::new(true),
             started: Cell::new(true),
             waiters: WaitList::default(),
-            callbacks: RefCell::new(Vec::new()),
-            watchers: RefCell::new(Vec::new()),
+            links: RefCell::new(Vec::new()),
             next_link: Cell::new(0),
         }
     }
 
     fn complete(&self, result: Result<T, Error>) {
-        let callbacks = std::mem::take(&mut *self.callbacks.borrow_mut());
-        if !self.handle_alive.get() && callbacks.is_empty() {
+        let links = std::mem::take(&mut *self.links.borrow_mut());
+        let seen = links.iter().any(|(_, l)| matches!(l, Link::Callback(_)));
+        if !self.handle_alive.get() && !seen {
             report_if_panicked(&result);
         }
         *self.result.borrow_mut() = Some(result);
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
-        let watchers = std::mem::take(&mut *self.watchers.borrow_mut());
-        for (_, w) in watchers {
-            w();
+        if links.is_empty() {
+            return;
         }
-        if !callbacks.is_empty() {
-            // Completion runs on the finishing greenlet's own stack.
-            let me = Greenlet::current();
-            for (_, cb) in callbacks {
-                self.run_callback(&me, cb);
+        // Completion runs on the finishing greenlet's own stack.
+        let me = Greenlet::current();
+        for (_, link) in links {
+            match link {
+                Link::Notice(n) => n(),
+                Link::Callback(cb) => self.run_callback(&me, cb),
             }
         }
     }
@@ -709,15 +738,7 @@ impl<T> JoinHandle<T> {
     /// # Ok::<(), greenhouse::Error>(())
     /// ```
     pub fn unlink(&self, key: LinkKey) -> bool {
-        let mut ws = self.state.watchers.borrow_mut();
-        if let Some(i) = ws.iter().position(|(k, _)| *k == key) {
-            let (_, w) = ws.remove(i);
-            drop(ws);
-            drop(w);
-            return true;
-        }
-        drop(ws);
-        let mut cbs = self.state.callbacks.borrow_mut();
+        let mut cbs = self.state.links.borrow_mut();
         match cbs.iter().position(|(k, _)| *k == key) {
             Some(i) => {
                 let (_, cb) = cbs.remove(i);
@@ -741,7 +762,7 @@ impl<T> JoinHandle<T> {
     /// caller checks it has not finished yet).
     pub(crate) fn watch(&self, f: Notice) -> LinkKey {
         let key = self.next_key();
-        self.state.watchers.borrow_mut().push((key, f));
+        self.state.links.borrow_mut().push((key, Link::Notice(f)));
         key
     }
 
@@ -756,7 +777,10 @@ impl<T> JoinHandle<T> {
         if self.state.done.get() {
             self.state.run_callback(&self.g, cb);
         } else {
-            self.state.callbacks.borrow_mut().push((key, cb));
+            self.state
+                .links
+                .borrow_mut()
+                .push((key, Link::Callback(cb)));
         }
         key
     }
