@@ -10,7 +10,8 @@
 //! alone can hide a slower server.
 //!
 //! Servers: `raw-epoll` (a hand-written loop on `polling`, the ceiling for a
-//! readiness-based single thread), `greenhouse` (`StreamServer`),
+//! readiness-based single thread), `greenhouse` (`StreamServer`;
+//! `greenhouse-nomon` is the same with the blocked-hub detector off),
 //! `tokio` (`current_thread`), `may` (one worker), `threads` (one OS thread
 //! per connection).
 //!
@@ -123,6 +124,12 @@ fn serve(kind: &str) -> io::Result<()> {
     match kind {
         "raw-epoll" => serve_raw(listener),
         "greenhouse" => serve_greenhouse(listener),
+        // The same server with the blocked-hub detector off, to measure
+        // what the detector costs.
+        "greenhouse-nomon" => {
+            greenhouse::set_blocked_threshold(None);
+            serve_greenhouse(listener)
+        }
         "tokio" => serve_tokio(listener),
         "may" => serve_may(listener),
         "threads" => serve_threads(listener),

@@ -269,7 +269,14 @@ fn receive_loop(server: &DatagramServer, socket: &UdpSocket) {
     let sh = &server.shared;
     let _done = ReceiverDone(sh);
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut in_a_row = 0;
     loop {
+        // Let the hub turn now and then in a flood of datagrams.
+        in_a_row += 1;
+        if in_a_row > 100 {
+            in_a_row = 0;
+            crate::hub::scheduler::yield_now();
+        }
         while sh.max.get().is_some_and(|m| sh.live.get() >= m) {
             if sh.handler_ended.wait(None) != Woke::Ready {
                 return;

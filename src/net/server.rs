@@ -280,11 +280,23 @@ impl Drop for AcceptorDone<'_> {
     }
 }
 
+/// Connections accepted in a row before the accept loop lets the hub turn
+/// (gevent's `max_accept`): a burst of thousands of connections must not
+/// starve the handlers already running (the blocked-hub detector caught
+/// 5,000 accepts in a row holding the hub for 278 ms).
+const MAX_ACCEPT: usize = 100;
+
 fn accept_loop(sh: &Rc<Shared>, listener: &TcpListener) {
     let _done = AcceptorDone(sh);
     let mut backoff = Duration::from_millis(5);
     let mut reported = false;
+    let mut in_a_row = 0;
     loop {
+        in_a_row += 1;
+        if in_a_row > MAX_ACCEPT {
+            in_a_row = 0;
+            crate::hub::scheduler::yield_now();
+        }
         while sh.max.get().is_some_and(|m| sh.live.get() >= m) {
             if sh.conn_ended.wait(None) == Woke::Deadlock {
                 return;
