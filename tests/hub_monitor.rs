@@ -38,9 +38,13 @@ fn mine(all: &Reports) -> Vec<BlockedReport> {
         .collect()
 }
 
+/// Not inlined, and not a tail call (it works after the sleep), so that
+/// it is a frame of its own in release builds too.
 #[inline(never)]
-fn block_the_thread_in_std_sleep() {
+fn block_the_thread_in_std_sleep() -> u128 {
+    let t0 = std::time::Instant::now();
     std::thread::sleep(Duration::from_millis(400));
+    std::hint::black_box(t0.elapsed().as_nanos())
 }
 
 #[test]
