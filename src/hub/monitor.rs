@@ -379,21 +379,31 @@ fn capture(p: &Arc<Probe>) -> (String, u64, String) {
         String::from_utf8_lossy(&bytes).into_owned()
     };
     let frames = p.frames_len.load(Ordering::Relaxed).min(MAX_FRAMES);
-    let mut bt = String::new();
-    for (i, f) in p.frames[..frames].iter().enumerate() {
+    let mut lines = Vec::new();
+    let mut handler_at = None;
+    for f in &p.frames[..frames] {
         let ip = f.load(Ordering::Relaxed);
-        let mut line = format!("  {i:>2}: {ip:#x}");
+        let mut line = format!("{ip:#x}");
         // Return addresses point after the call: look up the call itself.
         backtrace::resolve((ip.saturating_sub(1)) as *mut std::ffi::c_void, |sym| {
             if let Some(name) = sym.name() {
-                line = format!("  {i:>2}: {name:#}");
+                line = format!("{name:#}");
+                if line.ends_with("monitor::on_sigurg") {
+                    handler_at = Some(lines.len());
+                }
             }
             if let (Some(file), Some(l)) = (sym.filename(), sym.lineno()) {
                 line.push_str(&format!("\n        at {}:{l}", file.display()));
             }
         });
-        bt.push_str(&line);
-        bt.push('\n');
+        lines.push(line);
+    }
+    // Start at the interrupted code: skip the handler and the kernel's
+    // signal return trampoline after it.
+    let skip = handler_at.map_or(0, |h| h + 2);
+    let mut bt = String::new();
+    for (i, line) in lines.iter().skip(skip).enumerate() {
+        bt.push_str(&format!("  {i:>2}: {line}\n"));
     }
     (name, id, bt)
 }
