@@ -1,18 +1,16 @@
 //! `DatagramServer`: a handler greenlet per UDP datagram (gevent's
 //! `gevent.server.DatagramServer`).
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::addr::ToSocketAddrs;
+use super::crew::Crew;
 use super::udp::UdpSocket;
-use crate::hub::scheduler::{WaitList, Woke};
-use crate::{Builder, JoinHandle};
 
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
@@ -23,20 +21,7 @@ struct Shared {
     addr: SocketAddr,
     socket: RefCell<Option<Rc<UdpSocket>>>,
     handler: Rc<Handler>,
-    max: Cell<Option<usize>>,
-    receiver: RefCell<Option<JoinHandle<()>>>,
-    handlers: RefCell<HashMap<u64, JoinHandle<()>>>,
-    next_id: Cell<u64>,
-    received: Cell<u64>,
-    live: Cell<usize>,
-    /// Woken whenever a handler ends (a slot frees up).
-    handler_ended: WaitList,
-    /// Woken when the receive loop ends.
-    finished: WaitList,
-    running: Cell<bool>,
-    stopped: Cell<bool>,
-    /// Why the receive loop ended, if it failed.
-    failure: RefCell<Option<io::Error>>,
+    crew: Rc<Crew>,
 }
 
 /// A UDP server that runs `handler(data, peer, server)` in a new greenlet
@@ -77,8 +62,8 @@ impl fmt::Debug for DatagramServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatagramServer")
             .field("addr", &self.shared.addr)
-            .field("handlers", &self.shared.live.get())
-            .field("running", &self.shared.running.get())
+            .field("handlers", &self.shared.crew.live.get())
+            .field("running", &self.shared.crew.running.get())
             .finish()
     }
 }
@@ -111,17 +96,7 @@ impl DatagramServer {
                 addr,
                 socket: RefCell::new(Some(Rc::new(socket))),
                 handler: Rc::new(handler),
-                max: Cell::new(None),
-                receiver: RefCell::new(None),
-                handlers: RefCell::new(HashMap::new()),
-                next_id: Cell::new(0),
-                received: Cell::new(0),
-                live: Cell::new(0),
-                handler_ended: WaitList::default(),
-                finished: WaitList::default(),
-                running: Cell::new(false),
-                stopped: Cell::new(false),
-                failure: RefCell::new(None),
+                crew: Rc::default(),
             }),
         })
     }
@@ -129,8 +104,7 @@ impl DatagramServer {
     /// Runs at most `max` handlers at once (at least 1); `None` (the
     /// default) removes the bound.
     pub fn set_max_handlers(&self, max: Option<usize>) {
-        self.shared.max.set(max.map(|m| m.max(1)));
-        self.shared.handler_ended.wake_all_now();
+        self.shared.crew.set_max(max);
     }
 
     /// The address the server receives on.
@@ -140,17 +114,17 @@ impl DatagramServer {
 
     /// Handlers running now.
     pub fn handlers(&self) -> usize {
-        self.shared.live.get()
+        self.shared.crew.live.get()
     }
 
     /// Datagrams received since the start.
     pub fn received(&self) -> u64 {
-        self.shared.received.get()
+        self.shared.crew.taken.get()
     }
 
     /// Whether the receive loop is running.
     pub fn is_running(&self) -> bool {
-        self.shared.running.get()
+        self.shared.crew.running.get()
     }
 
     /// Sends `buf` to `addr` from the server's socket (gevent's
@@ -176,22 +150,15 @@ impl DatagramServer {
     /// `InvalidInput` if the server was stopped; nothing if already running.
     pub fn start(&self) -> io::Result<()> {
         let sh = &self.shared;
-        let stopped = || io::Error::new(io::ErrorKind::InvalidInput, "the server was stopped");
-        if sh.stopped.get() {
-            return Err(stopped());
-        }
-        if sh.running.get() {
-            return Ok(());
-        }
-        let socket = sh.socket.borrow().clone().ok_or_else(stopped)?;
+        let socket =
+            sh.socket.borrow().clone().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "the server was stopped")
+            })?;
         let me = self.clone();
-        let h = Builder::new()
-            .name(format!("DatagramServer({})", sh.addr))
-            .spawn(move || receive_loop(&me, &socket))
-            .map_err(io::Error::from)?;
-        sh.running.set(true);
-        *sh.receiver.borrow_mut() = Some(h);
-        Ok(())
+        sh.crew
+            .start(format!("DatagramServer({})", sh.addr), move || {
+                receive_loop(&me, &socket)
+            })
     }
 
     /// Starts (if needed) and waits until the server is stopped.
@@ -201,19 +168,7 @@ impl DatagramServer {
     /// `TimedOut` if an armed [`Timeout`](crate::Timeout) expires.
     pub fn serve_forever(&self) -> io::Result<()> {
         self.start()?;
-        while self.shared.running.get() {
-            match self.shared.finished.wait(None) {
-                Woke::Ready => {}
-                Woke::Deadline | Woke::TimedOut => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
-                }
-                Woke::Deadlock => return Err(crate::Error::Deadlock.into()),
-            }
-        }
-        match self.shared.failure.borrow_mut().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.shared.crew.wait_finished()
     }
 
     /// Stops the server: stops receiving at once, waits up to `timeout` for
@@ -223,67 +178,28 @@ impl DatagramServer {
     /// # Errors
     /// `TimedOut` if an armed [`Timeout`](crate::Timeout) interrupts the wait.
     pub fn stop(&self, timeout: Option<Duration>) -> io::Result<()> {
-        let sh = &self.shared;
-        sh.stopped.set(true);
-        let receiver = sh.receiver.borrow_mut().take();
-        if let Some(r) = receiver {
-            r.kill().map_err(io::Error::from)?;
-        }
-        sh.running.set(false);
-        sh.finished.wake_all_now();
-        if let Some(t) = timeout {
-            let deadline = crate::hub::watcher::saturating_deadline(t);
-            while sh.live.get() > 0 && Instant::now() < deadline {
-                if sh.handler_ended.wait(Some(deadline)) == Woke::TimedOut {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
-                }
-            }
-        }
-        let me = crate::Greenlet::current();
-        let rest: Vec<JoinHandle<()>> = {
-            let mut hs = sh.handlers.borrow_mut();
-            let ids: Vec<u64> = hs
-                .iter()
-                .filter(|(_, h)| h.greenlet() != me)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter().filter_map(|id| hs.remove(&id)).collect()
-        };
-        crate::killall(&rest).map_err(io::Error::from)?;
-        drop(sh.socket.borrow_mut().take());
+        // The handlers may still answer: the socket closes after them.
+        self.shared.crew.stop(timeout, || ())?;
+        drop(self.shared.socket.borrow_mut().take());
         Ok(())
     }
 }
 
-/// Marks the receive loop finished on every exit path (return, error, kill).
-struct ReceiverDone<'a>(&'a Shared);
-
-impl Drop for ReceiverDone<'_> {
-    fn drop(&mut self) {
-        self.0.running.set(false);
-        self.0.finished.wake_all_now();
-    }
-}
-
 fn receive_loop(server: &DatagramServer, socket: &UdpSocket) {
-    let sh = &server.shared;
-    let _done = ReceiverDone(sh);
+    let crew = &server.shared.crew;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut in_a_row = 0;
     loop {
-        // Let the hub turn now and then in a flood of datagrams.
-        in_a_row += 1;
-        if in_a_row > 100 {
-            in_a_row = 0;
-            crate::hub::scheduler::yield_now();
-        }
-        while sh.max.get().is_some_and(|m| sh.live.get() >= m) {
-            if sh.handler_ended.wait(None) != Woke::Ready {
-                return;
-            }
+        if !crew.before_taking() {
+            return;
         }
         match socket.recv_from(&mut buf) {
-            Ok((n, peer)) => spawn_handler(server, buf[..n].to_vec(), peer),
+            Ok((n, peer)) => {
+                let (me, data) = (server.clone(), buf[..n].to_vec());
+                crew.spawn_handler(move || {
+                    let handler = me.shared.handler.clone();
+                    handler(data, peer, &me);
+                });
+            }
             // An ICMP error from an earlier send, or a signal: not fatal.
             Err(e)
                 if matches!(
@@ -294,44 +210,9 @@ fn receive_loop(server: &DatagramServer, socket: &UdpSocket) {
                         | io::ErrorKind::WouldBlock
                 ) => {}
             Err(e) => {
-                *sh.failure.borrow_mut() = Some(e);
+                crew.fail(e);
                 return;
             }
         }
     }
-}
-
-/// Ends one handler's bookkeeping, however it ends.
-struct HandlerDone {
-    shared: Rc<Shared>,
-    id: u64,
-}
-
-impl Drop for HandlerDone {
-    fn drop(&mut self) {
-        let sh = &self.shared;
-        sh.live.set(sh.live.get() - 1);
-        let me = sh.handlers.borrow_mut().remove(&self.id);
-        drop(me);
-        sh.handler_ended.wake_all_now();
-    }
-}
-
-fn spawn_handler(server: &DatagramServer, data: Vec<u8>, peer: SocketAddr) {
-    let sh = &server.shared;
-    let id = sh.next_id.get();
-    sh.next_id.set(id + 1);
-    sh.received.set(sh.received.get() + 1);
-    sh.live.set(sh.live.get() + 1);
-    let done = HandlerDone {
-        shared: sh.clone(),
-        id,
-    };
-    let me = server.clone();
-    let h = crate::spawn(move || {
-        let _done = done;
-        let handler = me.shared.handler.clone();
-        handler(data, peer, &me);
-    });
-    sh.handlers.borrow_mut().insert(id, h);
 }

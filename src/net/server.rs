@@ -1,39 +1,24 @@
 //! `StreamServer`: one greenlet per accepted TCP connection (gevent's
 //! `gevent.server.StreamServer`).
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::addr::ToSocketAddrs;
+use super::crew::Crew;
 use super::tcp::{TcpListener, TcpStream};
-use crate::hub::scheduler::{WaitList, Woke};
-use crate::{Builder, JoinHandle};
 
 type Handler = dyn Fn(TcpStream, SocketAddr);
 
 struct Shared {
     addr: SocketAddr,
     handler: Rc<Handler>,
-    max: Cell<Option<usize>>,
     listener: RefCell<Option<Rc<TcpListener>>>,
-    acceptor: RefCell<Option<JoinHandle<()>>>,
-    conns: RefCell<HashMap<u64, JoinHandle<()>>>,
-    next_id: Cell<u64>,
-    accepted: Cell<u64>,
-    live: Cell<usize>,
-    /// Woken whenever a connection ends (a slot frees up).
-    conn_ended: WaitList,
-    /// Woken when the accept loop ends.
-    finished: WaitList,
-    running: Cell<bool>,
-    stopped: Cell<bool>,
-    /// Why the accept loop ended, if it failed.
-    failure: RefCell<Option<io::Error>>,
+    crew: Rc<Crew>,
 }
 
 /// A TCP server that runs `handler` in a new greenlet for every connection.
@@ -85,8 +70,8 @@ impl fmt::Debug for StreamServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamServer")
             .field("addr", &self.shared.addr)
-            .field("connections", &self.shared.live.get())
-            .field("running", &self.shared.running.get())
+            .field("connections", &self.shared.crew.live.get())
+            .field("running", &self.shared.crew.running.get())
             .finish()
     }
 }
@@ -118,18 +103,8 @@ impl StreamServer {
             shared: Rc::new(Shared {
                 addr,
                 handler: Rc::new(handler),
-                max: Cell::new(None),
                 listener: RefCell::new(Some(Rc::new(listener))),
-                acceptor: RefCell::new(None),
-                conns: RefCell::new(HashMap::new()),
-                next_id: Cell::new(0),
-                accepted: Cell::new(0),
-                live: Cell::new(0),
-                conn_ended: WaitList::default(),
-                finished: WaitList::default(),
-                running: Cell::new(false),
-                stopped: Cell::new(false),
-                failure: RefCell::new(None),
+                crew: Rc::default(),
             }),
         })
     }
@@ -138,8 +113,7 @@ impl StreamServer {
     /// the cap. While the cap is reached, new connections wait in the
     /// kernel's backlog.
     pub fn set_max_connections(&self, max: Option<usize>) {
-        self.shared.max.set(max.map(|m| m.max(1)));
-        crate::hub::with(|hub| self.shared.conn_ended.wake_all(&hub.ready));
+        self.shared.crew.set_max(max);
     }
 
     /// The address the server listens on.
@@ -149,17 +123,17 @@ impl StreamServer {
 
     /// Connections being handled now.
     pub fn connections(&self) -> usize {
-        self.shared.live.get()
+        self.shared.crew.live.get()
     }
 
     /// Connections accepted since the start.
     pub fn accepted(&self) -> u64 {
-        self.shared.accepted.get()
+        self.shared.crew.taken.get()
     }
 
     /// Whether the accept loop is running.
     pub fn is_running(&self) -> bool {
-        self.shared.running.get()
+        self.shared.crew.running.get()
     }
 
     /// Starts accepting in a new greenlet and returns at once.
@@ -168,27 +142,15 @@ impl StreamServer {
     /// `InvalidInput` if the server was stopped; nothing if already running.
     pub fn start(&self) -> io::Result<()> {
         let sh = &self.shared;
-        if sh.stopped.get() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the server was stopped",
-            ));
-        }
-        if sh.running.get() {
-            return Ok(());
-        }
         let listener =
             sh.listener.borrow().clone().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "the server was stopped")
             })?;
-        let me = self.shared.clone();
-        let h = Builder::new()
-            .name(format!("StreamServer({})", sh.addr))
-            .spawn(move || accept_loop(&me, &listener))
-            .map_err(io::Error::from)?;
-        sh.running.set(true);
-        *sh.acceptor.borrow_mut() = Some(h);
-        Ok(())
+        let me = sh.clone();
+        sh.crew
+            .start(format!("StreamServer({})", sh.addr), move || {
+                accept_loop(&me, &listener)
+            })
     }
 
     /// Starts (if needed) and waits until the server is stopped.
@@ -198,19 +160,7 @@ impl StreamServer {
     /// `TimedOut` if an armed [`Timeout`](crate::Timeout) expires.
     pub fn serve_forever(&self) -> io::Result<()> {
         self.start()?;
-        while self.shared.running.get() {
-            match self.shared.finished.wait(None) {
-                Woke::Ready => {}
-                Woke::Deadline | Woke::TimedOut => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
-                }
-                Woke::Deadlock => return Err(crate::Error::Deadlock.into()),
-            }
-        }
-        match self.shared.failure.borrow_mut().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.shared.crew.wait_finished()
     }
 
     /// Stops the server: closes the listener at once (new connections are
@@ -221,33 +171,8 @@ impl StreamServer {
     /// `TimedOut` if an armed [`Timeout`](crate::Timeout) interrupts the wait.
     pub fn stop(&self, timeout: Option<Duration>) -> io::Result<()> {
         let sh = &self.shared;
-        sh.stopped.set(true);
-        let acceptor = sh.acceptor.borrow_mut().take();
-        if let Some(a) = acceptor {
-            a.kill().map_err(io::Error::from)?;
-        }
-        sh.running.set(false);
-        drop(sh.listener.borrow_mut().take());
-        crate::hub::with(|hub| sh.finished.wake_all(&hub.ready));
-        if let Some(t) = timeout {
-            let deadline = crate::hub::watcher::saturating_deadline(t);
-            while sh.live.get() > 0 && Instant::now() < deadline {
-                if sh.conn_ended.wait(Some(deadline)) == Woke::TimedOut {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
-                }
-            }
-        }
-        let me = crate::Greenlet::current();
-        let rest: Vec<JoinHandle<()>> = {
-            let mut conns = sh.conns.borrow_mut();
-            let ids: Vec<u64> = conns
-                .iter()
-                .filter(|(_, h)| h.greenlet() != me)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter().filter_map(|id| conns.remove(&id)).collect()
-        };
-        crate::killall(&rest).map_err(io::Error::from)
+        sh.crew
+            .stop(timeout, || drop(sh.listener.borrow_mut().take()))
     }
 }
 
@@ -270,43 +195,19 @@ fn transient(e: &io::Error) -> bool {
     ) || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
 }
 
-/// Marks the accept loop finished on every exit path (return, error, kill).
-struct AcceptorDone<'a>(&'a Shared);
-
-impl Drop for AcceptorDone<'_> {
-    fn drop(&mut self) {
-        self.0.running.set(false);
-        crate::hub::with(|hub| self.0.finished.wake_all(&hub.ready));
-    }
-}
-
-/// Connections accepted in a row before the accept loop lets the hub turn
-/// (gevent's `max_accept`): a burst of thousands of connections must not
-/// starve the handlers already running (the blocked-hub detector caught
-/// 5,000 accepts in a row holding the hub for 278 ms).
-const MAX_ACCEPT: usize = 100;
-
 fn accept_loop(sh: &Rc<Shared>, listener: &TcpListener) {
-    let _done = AcceptorDone(sh);
     let mut backoff = Duration::from_millis(5);
     let mut reported = false;
-    let mut in_a_row = 0;
     loop {
-        in_a_row += 1;
-        if in_a_row > MAX_ACCEPT {
-            in_a_row = 0;
-            crate::hub::scheduler::yield_now();
-        }
-        while sh.max.get().is_some_and(|m| sh.live.get() >= m) {
-            if sh.conn_ended.wait(None) == Woke::Deadlock {
-                return;
-            }
+        if !sh.crew.before_taking() {
+            return;
         }
         match listener.accept() {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 reported = false;
-                spawn_connection(sh, stream, peer);
+                let handler = sh.handler.clone();
+                sh.crew.spawn_handler(move || handler(stream, peer));
             }
             Err(e) if resource_exhausted(&e) => {
                 if !reported {
@@ -323,42 +224,9 @@ fn accept_loop(sh: &Rc<Shared>, listener: &TcpListener) {
             }
             Err(e) if transient(&e) => {}
             Err(e) => {
-                *sh.failure.borrow_mut() = Some(e);
+                sh.crew.fail(e);
                 return;
             }
         }
     }
-}
-
-/// Ends one connection's bookkeeping, however its handler ends.
-struct ConnDone {
-    shared: Rc<Shared>,
-    id: u64,
-}
-
-impl Drop for ConnDone {
-    fn drop(&mut self) {
-        let sh = &self.shared;
-        sh.live.set(sh.live.get() - 1);
-        let me = sh.conns.borrow_mut().remove(&self.id);
-        drop(me);
-        crate::hub::with(|hub| sh.conn_ended.wake_all(&hub.ready));
-    }
-}
-
-fn spawn_connection(sh: &Rc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let id = sh.next_id.get();
-    sh.next_id.set(id + 1);
-    sh.accepted.set(sh.accepted.get() + 1);
-    sh.live.set(sh.live.get() + 1);
-    let done = ConnDone {
-        shared: sh.clone(),
-        id,
-    };
-    let handler = sh.handler.clone();
-    let h = crate::spawn(move || {
-        let _done = done;
-        handler(stream, peer);
-    });
-    sh.conns.borrow_mut().insert(id, h);
 }
