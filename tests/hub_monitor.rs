@@ -122,3 +122,32 @@ fn a_busy_cooperative_hub_is_never_reported() {
     greenhouse::joinall(hs);
     assert!(mine(&all).is_empty(), "{:?}", mine(&all));
 }
+
+#[test]
+fn a_thread_that_exits_with_greenlets_alive_is_no_longer_watched() {
+    let all = reports();
+    // Each thread leaves a greenlet parked for an hour behind, so its hub
+    // had work when it went: a probe left registered would look blocked
+    // (and the monitor would signal a thread that is gone).
+    let names: Vec<String> = (0..8).map(|i| format!("short-lived-{i}")).collect();
+    for name in &names {
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(|| {
+                let _left = spawn(|| sleep(Duration::from_secs(3600)));
+                yield_now();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300)); // six thresholds
+    let stale: Vec<_> = all
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| names.contains(&r.thread))
+        .cloned()
+        .collect();
+    assert!(stale.is_empty(), "{stale:?}");
+}

@@ -17,8 +17,9 @@
 //! When the counter moves again, a second report gives the total time.
 //!
 //! **Ownership:** the registry owns every `Probe` (`Arc`); a hub holds one
-//! too and unregisters on drop, under the registry's lock, before its
-//! thread can exit. The monitor signals a thread only under that lock and
+//! too and unregisters on drop, under the registry's lock, and a
+//! thread-local guard unregisters it at the latest when the thread's
+//! thread-locals are torn down, so before the thread can exit. The monitor signals a thread only under that lock and
 //! only while its probe is registered, so it never signals a thread that
 //! has gone. The handler reaches the probe through a thread-local pointer
 //! cleared before unregistering.
@@ -204,6 +205,21 @@ thread_local! {
     /// This thread's probe, for the signal handler (no destructor, so it
     /// stays readable from a handler until the thread is gone).
     static PROBE: Cell<*const Probe> = const { Cell::new(std::ptr::null()) };
+    /// Unregisters the probe when the thread's thread-locals are torn
+    /// down, even if the hub itself outlives them (an `Rc` cycle through
+    /// it): a registered probe must always belong to a live thread.
+    static EXIT: ExitGuard = const { ExitGuard(std::cell::RefCell::new(None)) };
+}
+
+/// See `EXIT`.
+struct ExitGuard(std::cell::RefCell<Option<Arc<Probe>>>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.borrow_mut().take() {
+            unregister(&p);
+        }
+    }
 }
 
 /// Registers the current thread's new hub.
@@ -229,6 +245,14 @@ pub(crate) fn register() -> Arc<Probe> {
     });
     crate::stack::ensure_thread_ready(); // the alternate signal stack
     install_handler();
+    // A hub made while the thread's thread-locals are torn down is not
+    // watched: nothing would unregister it before the thread is gone.
+    if EXIT
+        .try_with(|e| *e.0.borrow_mut() = Some(probe.clone()))
+        .is_err()
+    {
+        return probe;
+    }
     PROBE.with(|p| p.set(Arc::as_ptr(&probe)));
     let m = monitor();
     m.probes
