@@ -604,7 +604,11 @@ impl Pool {
     /// # Errors
     /// As for `wait_available`.
     pub fn wait_available_timeout(&self, timeout: Duration) -> Result<usize, Error> {
-        let deadline = crate::hub::watcher::deadline_in(timeout);
+        self.wait_free(crate::hub::watcher::deadline_in(timeout))
+    }
+
+    /// Waits for a free slot until `deadline`; `Ok(0)` if it passed.
+    fn wait_free(&self, deadline: Option<std::time::Instant>) -> Result<usize, Error> {
         match self
             .group
             .inner
@@ -623,12 +627,7 @@ impl Pool {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if no member can ever end.
     pub fn wait_available(&self) -> Result<usize, Error> {
-        self.group
-            .inner
-            .changed
-            .wait_until(None, || self.free_count() > 0)
-            .map_err(Woke::error)?;
-        Ok(self.free_count())
+        self.wait_free(None)
     }
 
     fn slots(&self) -> &Semaphore {

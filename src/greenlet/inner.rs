@@ -336,9 +336,11 @@ impl Drop for Ctx {
 /// (the blocked-hub detector's), which interrupts the greenlet that runs.
 pub(crate) fn with_running_identity(f: impl FnOnce(u64, &[u8])) {
     let p = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
-    // SAFETY: a non-null CURRENT is the running greenlet, whose record is
-    // kept alive by its own body while it runs (Ownership, above); the
-    // interrupted code cannot free it while the handler runs.
+    // SAFETY: a non-null CURRENT is the running greenlet: `drive` owns an
+    // `Rc` count of it (`into_raw`) from before it sets CURRENT until after
+    // it has set CURRENT back to main, and main's record lives as long as
+    // the thread. The interrupted code cannot drop that count while the
+    // handler runs on top of it.
     match unsafe { p.as_ref() } {
         Some(g) => f(g.id, g.name.as_deref().map_or(&[][..], str::as_bytes)),
         None => f(0, b"main"),

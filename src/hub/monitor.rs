@@ -489,23 +489,9 @@ extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // which its hub keeps alive until it clears PROBE (unregister).
     let probe = unsafe { p.as_ref() };
     let Some(probe) = probe.filter(|p| p.requested.swap(false, Ordering::Acquire)) else {
-        // Not ours: give it to whoever handled SIGURG before us.
-        if let Some(old) = PREVIOUS.get() {
-            let h = old.sa_sigaction;
-            if h != libc::SIG_DFL && h != libc::SIG_IGN {
-                if old.sa_flags & libc::SA_SIGINFO != 0 {
-                    // SAFETY: the previous handler was installed for
-                    // SIGURG with SA_SIGINFO; we pass our own arguments on.
-                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                        unsafe { std::mem::transmute(h) };
-                    f(sig, info, ctx);
-                } else {
-                    // SAFETY: a plain handler installed for SIGURG.
-                    let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
-                    f(sig);
-                }
-            }
-        }
+        // Not ours: give it to whoever handled SIGURG before us (the
+        // default for SIGURG is to ignore it).
+        crate::stack::chain_signal(PREVIOUS.get(), sig, info, ctx);
         return;
     };
     greenlet::with_running_identity(|id, name| {

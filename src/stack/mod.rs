@@ -22,7 +22,7 @@ use std::io;
 
 #[cfg(feature = "monkey")]
 pub(crate) use overflow::write_stderr;
-pub(crate) use overflow::{ensure_thread_ready, fmt_usize, set_name_hook};
+pub(crate) use overflow::{chain as chain_signal, ensure_thread_ready, fmt_usize, set_name_hook};
 pub(crate) use slab::page_size;
 
 /// The default usable stack size of a greenlet, in bytes: 256 KiB.

@@ -80,6 +80,36 @@ static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 /// replaces with a hook that may look symbols up or even park the
 /// greenlet. Also what the hooks use for their own diagnostics, so that
 /// they never re-enter themselves.
+/// Calls the handler `prev` that was installed for `sig` before ours, with
+/// our arguments. Returns false if it was `SIG_DFL`, `SIG_IGN` or unknown
+/// (the caller decides what the default means for its signal).
+pub(crate) fn chain(
+    prev: Option<&libc::sigaction>,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) -> bool {
+    let Some(prev) = prev else {
+        return false;
+    };
+    let h = prev.sa_sigaction;
+    if h == libc::SIG_DFL || h == libc::SIG_IGN {
+        return false;
+    }
+    if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was registered as an SA_SIGINFO
+        // handler for `sig`, with exactly this signature.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(h) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: a plain (non-SA_SIGINFO) handler takes the signal only.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
+        f(sig);
+    }
+    true
+}
+
 pub(crate) fn write_stderr(bytes: &[u8]) {
     // SAFETY: SYS_write with a valid buffer and its length; the kernel
     // only reads it. Nothing else is touched (no errno, no locks).
@@ -124,30 +154,14 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         unsafe { libc::abort() };
     }
     // Not ours: hand over to whatever was installed before us.
-    match PREVIOUS.get() {
-        Some(prev) if prev.sa_sigaction != libc::SIG_DFL && prev.sa_sigaction != libc::SIG_IGN => {
-            if prev.sa_flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: the previous handler was registered as an SA_SIGINFO
-                // handler with exactly this signature.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { std::mem::transmute(prev.sa_sigaction) };
-                f(sig, info, ctx);
-            } else {
-                // SAFETY: a plain (non-SA_SIGINFO) handler takes the signal only.
-                let f: extern "C" fn(libc::c_int) =
-                    unsafe { std::mem::transmute(prev.sa_sigaction) };
-                f(sig);
-            }
-        }
-        _ => {
-            // Restore the default action and return: the faulting
-            // instruction runs again and the process dies as it would have.
-            // SAFETY: resetting a signal disposition is async-signal-safe.
-            unsafe {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &dfl, ptr::null_mut());
-            }
+    if !chain(PREVIOUS.get(), sig, info, ctx) {
+        // Restore the default action and return: the faulting instruction
+        // runs again and the process dies as it would have.
+        // SAFETY: resetting a signal disposition is async-signal-safe.
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, ptr::null_mut());
         }
     }
 }
