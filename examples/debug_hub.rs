@@ -1,10 +1,15 @@
-//! Debugging a hub: the blocked-hub detector at work.
+//! Debugging a hub: the blocked-hub detector and the greenlet dump.
 //!
-//! A ticker greenlet should tick every 10 ms; a careless greenlet calls
-//! the unpatched `std::thread::sleep` and freezes the whole hub. The
+//! First, a ticker greenlet should tick every 10 ms; a careless greenlet
+//! calls the unpatched `std::thread::sleep` and freezes the whole hub. The
 //! detector names it, shows where it is, and reports again when it lets
-//! the hub go. (The greenlet dump of issue 15's second part will join this
-//! example.)
+//! the hub go.
+//!
+//! Then a small service (a connection handler waiting for its client,
+//! workers waiting on a job queue, one of them busy in a sleep, a
+//! supervisor joining them) is shown with `greenhouse::run_info()`: every
+//! greenlet, what it waits for, where it was spawned and its stack, as a
+//! tree under whoever spawned it.
 //!
 //! ```text
 //! cargo run --example debug_hub
@@ -13,6 +18,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use greenhouse::net::{TcpListener, TcpStream};
+use greenhouse::sync::Queue;
 use greenhouse::{BlockedReport, Builder, sleep, spawn};
 
 /// Runs the scenario with the detector at `threshold`; returns the
@@ -59,12 +66,117 @@ fn load_settings_the_blocking_way() -> u128 {
     std::hint::black_box(t0.elapsed().as_nanos())
 }
 
+/// A worker: takes jobs off the queue; job 0 takes a long time.
+#[inline(never)]
+fn worker(jobs: Queue<u32>) -> u32 {
+    let mut done = 0;
+    while let Ok(job) = jobs.get() {
+        if job == 0 {
+            crunch_a_slow_job();
+        }
+        done += 1;
+    }
+    done
+}
+
+#[inline(never)]
+fn crunch_a_slow_job() -> u128 {
+    let t0 = std::time::Instant::now();
+    sleep(Duration::from_secs(60));
+    std::hint::black_box(t0.elapsed().as_nanos())
+}
+
+/// Waits for its client's request.
+#[inline(never)]
+fn handle_connection(mut conn: TcpStream) -> usize {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    conn.read(&mut buf).unwrap_or(0)
+}
+
+/// Builds the service, lets it settle, and returns its run info.
+fn service_snapshot() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let handler = Builder::new()
+        .name("conn-handler")
+        .spawn(move || handle_connection(conn))
+        .unwrap();
+    let jobs = Queue::new();
+    let supervisor = Builder::new()
+        .name("supervisor")
+        .spawn({
+            let jobs = jobs.clone();
+            move || {
+                let crew = Crew(
+                    (0..3)
+                        .map(|i| {
+                            let jobs = jobs.clone();
+                            Builder::new()
+                                .name(format!("worker-{i}"))
+                                .spawn(move || worker(jobs))
+                                .unwrap()
+                        })
+                        .collect(),
+                );
+                greenhouse::JoinAll::new()
+                    .wait(&crew.0)
+                    .map(|done| done.len())
+            }
+        })
+        .unwrap();
+    jobs.put(0).unwrap();
+    sleep(Duration::from_millis(20));
+    let info = greenhouse::run_info();
+    drop(client);
+    handler.join().unwrap();
+    supervisor.kill().unwrap();
+    info
+}
+
+/// The supervisor's workers: killed with it.
+struct Crew(Vec<greenhouse::JoinHandle<u32>>);
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        for w in &self.0 {
+            w.kill_nowait();
+        }
+    }
+}
+
 fn main() {
     let (reports, ticks) = run(Duration::from_millis(100));
     println!("the ticker ticked {ticks} times; the detector said:\n");
     for r in reports {
         println!("{r}\n");
     }
+    println!("and a running service, as greenhouse::run_info() shows it:\n");
+    println!("{}", service_snapshot());
+}
+
+#[test]
+fn run_info_shows_the_service_as_a_tree_with_waits_and_stacks() {
+    let info = service_snapshot();
+    let line = |needle: &str| {
+        info.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{info}"))
+            .to_string()
+    };
+    assert!(line("conn-handler (id").contains("parked on readable fd"));
+    assert!(line("supervisor (id").contains("parked on joinall"));
+    assert!(line("worker-0 (id").contains("parked on sleep"));
+    assert!(line("worker-1 (id").contains("parked on Queue::get"));
+    // Workers hang under the supervisor that spawned them.
+    let indent = |l: String| l.find("+---").unwrap();
+    assert!(indent(line("worker-1 (id")) > indent(line("supervisor (id")));
+    assert!(info.contains("crunch_a_slow_job"), "{info}");
+    assert!(info.contains("handle_connection"), "{info}");
+    // Everything it started is gone again.
+    greenhouse::yield_now();
+    assert_eq!(greenhouse::dump_brief().len(), 1);
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::greenlet::{Greenlet, GreenletExit};
+use crate::hub::dump::WaitingOn;
 use crate::hub::scheduler::{WaitList, Woke, own_timeout};
 use crate::hub::watcher::deadline_in;
 use crate::hub::{Builder, JoinHandle, spawn, spawn::kill_nowait};
@@ -132,6 +133,7 @@ impl Group {
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires
     /// while waiting for a slot; [`Error::Deadlock`] if no slot can ever
     /// free up; [`Error::Spawn`] if no stack can be allocated.
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + 'static,
@@ -142,6 +144,7 @@ impl Group {
 
     /// Takes a slot (for a pool) with `slot`, which says whether it got
     /// one, then spawns `f` as a member.
+    #[track_caller]
     fn spawn_after<F, T>(
         &self,
         slot: impl FnOnce(&Semaphore) -> Result<bool, Error>,
@@ -235,6 +238,7 @@ impl Group {
     ///
     /// # Errors
     /// As for [`spawn`](Self::spawn) and [`JoinHandle::join`].
+    #[track_caller]
     pub fn apply<F, T>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce() -> T + 'static,
@@ -265,7 +269,11 @@ impl Group {
     }
 
     fn wait_until_at_most(&self, n: usize, deadline: Option<Instant>) -> Result<(), Woke> {
-        self.inner.changed.wait_until(deadline, || self.len() <= n)
+        self.inner
+            .changed
+            .wait_until(deadline, WaitingOn::Primitive("Group::join"), || {
+                self.len() <= n
+            })
     }
 
     /// Kills every member and waits until they are dead. A member calling
@@ -555,6 +563,7 @@ impl Pool {
     /// assert!(pool.try_spawn(|| ()).is_ok());
     /// # Ok::<(), Error>(())
     /// ```
+    #[track_caller]
     pub fn try_spawn<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + 'static,
@@ -568,6 +577,7 @@ impl Pool {
     /// # Errors
     /// [`Error::PoolFull`] if none freed up in time; otherwise as for
     /// [`spawn`](Group::spawn).
+    #[track_caller]
     pub fn spawn_timeout<F, T>(&self, f: F, timeout: Duration) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + 'static,
@@ -609,12 +619,11 @@ impl Pool {
 
     /// Waits for a free slot until `deadline`; `Ok(0)` if it passed.
     fn wait_free(&self, deadline: Option<std::time::Instant>) -> Result<usize, Error> {
-        match self
-            .group
-            .inner
-            .changed
-            .wait_until(deadline, || self.free_count() > 0)
-        {
+        match self.group.inner.changed.wait_until(
+            deadline,
+            WaitingOn::Primitive("Pool slot"),
+            || self.free_count() > 0,
+        ) {
             Ok(()) => Ok(self.free_count()),
             Err(Woke::Deadline) => Ok(0),
             Err(w) => Err(w.error()),

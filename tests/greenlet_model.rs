@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use greenhouse::{Error, Greenlet, JoinHandle};
+use greenhouse::{Error, Greenlet, GreenletState, JoinHandle};
 
 const MAX_GREENLETS: usize = 50;
 const STEPS: usize = 80;
@@ -165,6 +165,9 @@ struct World {
     dropped: RefCell<Vec<Rc<Cell<bool>>>>,
     model: RefCell<Model>,
     workers: RefCell<Vec<Worker>>,
+    /// Checks so far (every tenth takes a dump, every hundredth with
+    /// backtraces).
+    dumps: Cell<u64>,
     trace: RefCell<Vec<String>>,
 }
 
@@ -254,6 +257,47 @@ impl World {
                         h.is_dead()
                     ));
                 }
+            }
+        }
+        drop(m);
+        // Every few steps, from whoever runs, the hub's dump (which resumes
+        // every suspended puppet into a stack walk) must list exactly the
+        // puppets the model says are alive, in the state it says; what
+        // follows must go on as the model predicts, so the walk disturbed
+        // nothing.
+        let n = self.dumps.get() + 1;
+        self.dumps.set(n);
+        if n % 10 == 0 {
+            self.check_dump(n % 100 == 0);
+        }
+    }
+
+    fn check_dump(&self, backtraces: bool) {
+        let d = if backtraces {
+            greenhouse::dump()
+        } else {
+            greenhouse::dump_brief()
+        };
+        let m = self.model.borrow();
+        for (i, g) in m.g.iter().enumerate() {
+            let Some(Some(h)) = self.reg.borrow().get(i).cloned() else {
+                continue;
+            };
+            let info = d.get(h.id());
+            let ok = match (g.st, info.map(|x| x.state)) {
+                (St::Dead, None) => true,
+                (St::NotStarted, Some(GreenletState::NotStarted)) => true,
+                (St::Running, Some(GreenletState::Running)) => true,
+                // Suspended in a switch, or parked in the hub in a
+                // sleep or yield it made meanwhile.
+                (St::Suspended, Some(s)) => s != GreenletState::NotStarted,
+                _ => false,
+            };
+            if !ok {
+                self.fail(format!(
+                    "puppet {i}: the dump says {:?}, model {g:?}",
+                    info.map(|x| x.state)
+                ));
             }
         }
     }
@@ -562,6 +606,7 @@ fn run_seed(seed: u64) {
             expect: None,
         }),
         workers: RefCell::new(Vec::new()),
+        dumps: Cell::new(0),
         trace: RefCell::new(Vec::new()),
     });
     world.run(None);

@@ -29,6 +29,7 @@
 //! (owned by its own frame and by the trampoline's reference).
 
 use std::cell::{Cell, RefCell};
+use std::panic::Location;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
@@ -39,9 +40,17 @@ use super::trampoline::{Forward, Schedule};
 use crate::hub::Slot;
 use crate::stack::PooledStack;
 
-/// The coroutine type every greenlet runs on.
-/// Input `()`: messages go through `Inner::pending`; yield: who runs next.
-pub(crate) type Coro = Coroutine<(), Option<Rc<Inner>>, Outcome, PooledStack>;
+/// What a greenlet's coroutine is resumed with: `None` to run on (its
+/// messages go through `Inner::pending`), or a routine to run on its stack
+/// at its suspension point before suspending back at once (the hub's
+/// stack dump, `trampoline::run_on_stack`).
+pub(crate) type Resume = Option<fn()>;
+
+/// The coroutine type every greenlet runs on; it yields who runs next.
+pub(crate) type Coro = Coroutine<Resume, Option<Rc<Inner>>, Outcome, PooledStack>;
+
+/// The yielder of a greenlet's coroutine.
+pub(crate) type GreenletYielder = Yielder<Resume, Option<Rc<Inner>>>;
 
 /// Where a greenlet is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,15 +94,125 @@ pub(crate) struct Inner {
     /// here because the coroutine is borrowed while it runs.
     pub(crate) stack: Cell<(usize, usize)>,
     /// Set by the body on first resume; valid while the coroutine lives.
-    pub(crate) yielder: Cell<*const Yielder<(), Option<Rc<Inner>>>>,
+    pub(crate) yielder: Cell<*const GreenletYielder>,
     /// While this greenlet resumes a generator: that generator's forwarder
     /// (see [`Forward`]); its suspensions go through it.
     pub(crate) forward: Cell<Option<NonNull<dyn Forward>>>,
     /// Its inbox: the message it will find when it is next resumed.
     pub(crate) pending: Cell<Msg>,
+    /// Where it was created (`#[track_caller]` of `Greenlet::new` and
+    /// `spawn`), and the id of the greenlet that created it.
+    pub(crate) created_at: Cell<Option<&'static Location<'static>>>,
+    pub(crate) creator: Cell<u64>,
+    /// Its neighbours in this thread's list of records (see [`register`]);
+    /// both null while it is not in the list.
+    prev: Cell<*const Inner>,
+    next: Cell<*const Inner>,
     /// The extension slot owned by the hub (its park state, `Timeout`
     /// scopes, deferred exit, greenlet-locals). This layer never reads it.
     pub(crate) ext: Slot,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.is_main {
+            detach_all(self);
+        } else {
+            unlink(self);
+        }
+    }
+}
+
+// The list of records, for the hub's dump: an intrusive doubly linked list
+// through `prev`/`next`, headed by main's record, so adding and removing a
+// greenlet are a few stores (a spawn pays no allocation for it).
+//
+// **Invariant:** every record reachable from main through `next` (and
+// every non-null `prev`/`next` of a linked record) is alive, with a strong
+// count of at least one. It holds because
+// - a record is linked only by `register`, from an `Rc` (alive), and
+// - it unlinks itself first thing in its own `Drop`, before any field is
+//   dropped (field destructors, such as a never-started greenlet's
+//   closure, may run user code that walks the list), and before its
+//   memory is freed; records whose strong count reached zero are exactly
+//   those whose `Drop` has begun, so none is still linked;
+// - main's record is freed only at thread teardown (`Ctx::drop`), and its
+//   `Drop` first detaches every record still linked (nulling their links),
+//   so a record that outlives main never touches it.
+// Everything happens on the owning thread: records are `!Send`.
+
+/// Links `g`, a record that is not in the list (a new one: `create`
+/// calls this once per record), into this thread's list, right after main.
+pub(crate) fn register(g: &Rc<Inner>) {
+    let head = MAIN.try_with(Cell::get).unwrap_or(std::ptr::null());
+    if head.is_null() {
+        return; // thread teardown: no list any more
+    }
+    // SAFETY: `head` is main's record, alive while MAIN is non-null (it is
+    // nulled in `Ctx::drop` before main is released); `next` is null or a
+    // linked record, alive by the list invariant.
+    unsafe {
+        let h = &*head;
+        let next = h.next.get();
+        g.prev.set(head);
+        g.next.set(next);
+        if let Some(n) = next.as_ref() {
+            n.prev.set(Rc::as_ptr(g));
+        }
+        h.next.set(Rc::as_ptr(g));
+    }
+}
+
+/// Takes a record out of the list (from its `Drop`).
+fn unlink(g: &Inner) {
+    let prev = g.prev.replace(std::ptr::null());
+    let next = g.next.replace(std::ptr::null());
+    if prev.is_null() {
+        return; // never linked, or detached when main went
+    }
+    // SAFETY: `prev` and `next` are linked neighbours of a record that was
+    // linked until now: alive by the list invariant.
+    unsafe {
+        (*prev).next.set(next);
+        if let Some(n) = next.as_ref() {
+            n.prev.set(prev);
+        }
+    }
+}
+
+/// Main's record is going (thread teardown): empties the list, so records
+/// that outlive main have no links to follow.
+fn detach_all(main: &Inner) {
+    let mut p = main.next.replace(std::ptr::null());
+    // SAFETY: each `p` is a linked record, alive by the list invariant;
+    // nulling its links drops nothing.
+    while let Some(g) = unsafe { p.as_ref() } {
+        p = g.next.replace(std::ptr::null());
+        g.prev.set(std::ptr::null());
+    }
+}
+
+/// Every greenlet record of this thread that is not dead, main first, in
+/// no particular order after that.
+pub(crate) fn live_records() -> Vec<Rc<Inner>> {
+    let main = main_rc();
+    let mut p = main.next.get();
+    let mut out = vec![main];
+    // SAFETY: each `p` is a linked record, alive by the list invariant;
+    // taking counts drops nothing, so the list does not change meanwhile.
+    while let Some(g) = unsafe { p.as_ref() } {
+        p = g.next.get();
+        if !g.is_dead() {
+            // SAFETY: `g` lives in an `Rc` allocation (only `register`
+            // links, from an `Rc`) whose strong count is at least one (list
+            // invariant): a new count, owned by the `Rc` made from it.
+            out.push(unsafe {
+                Rc::increment_strong_count(g);
+                Rc::from_raw(g)
+            });
+        }
+    }
+    out
 }
 
 impl Inner {
@@ -118,6 +237,10 @@ impl Inner {
             yielder: Cell::new(std::ptr::null()),
             forward: Cell::new(None),
             pending: Cell::new(Msg::Empty),
+            created_at: Cell::new(None),
+            creator: Cell::new(0),
+            prev: Cell::new(std::ptr::null()),
+            next: Cell::new(std::ptr::null()),
             ext: Slot::default(),
         }
     }

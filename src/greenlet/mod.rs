@@ -15,20 +15,21 @@ mod trampoline;
 use std::any::TypeId;
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, Location};
 use std::rc::Rc;
 
-use corosensei::{Coroutine, Yielder};
+use corosensei::Coroutine;
 
 #[cfg(feature = "monkey")]
 pub(crate) use inner::may_park;
+use inner::{GreenletYielder, Resume};
 pub(crate) use inner::{
-    Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler, main_rc,
-    next_id, set_exit_hook, with_current, with_running_identity,
+    Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler,
+    live_records, main_rc, next_id, set_exit_hook, with_current, with_running_identity,
 };
 pub(crate) use payload::{Expect, Msg, Outcome, Woke, raise};
 pub use payload::{GreenletExit, ThrownError};
-pub(crate) use trampoline::{Forward, Schedule, suspend};
+pub(crate) use trampoline::{Forward, Schedule, run_on_stack, suspend};
 
 use crate::error::Error;
 use crate::stack;
@@ -101,12 +102,16 @@ pub(crate) fn create(
     make: impl FnOnce() -> Inner,
     stack_size: usize,
     clean_stack: bool,
+    at: &'static Location<'static>,
     body: impl FnOnce(Msg) -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
     let stack = stack::take(stack_size, clean_stack)?;
     let inner = inner::new_rc(make);
     inner.stack.set(stack.bounds());
-    let coro = Coroutine::with_stack(stack, move |y: &Yielder<(), Option<Rc<Inner>>>, ()| {
+    inner.created_at.set(Some(at));
+    inner.creator.set(with_current(|c| c.id));
+    inner::register(&inner);
+    let coro = Coroutine::with_stack(stack, move |y: &GreenletYielder, _: Resume| {
         // The greenlet owns its record while it has frames (inner.rs,
         // Ownership): this reference lives until the body has returned.
         let me = current_rc();
@@ -144,6 +149,7 @@ impl Greenlet {
     /// assert_eq!(g.switch::<_, String>("world").unwrap(), "hello, world");
     /// assert!(g.is_dead());
     /// ```
+    #[track_caller]
     pub fn new<A, R, F>(f: F) -> Greenlet
     where
         A: 'static,
@@ -168,6 +174,7 @@ impl Greenlet {
     /// assert_eq!(g.switch::<u8, u8>(1)?, 2);
     /// # Ok::<(), greenhouse::Error>(())
     /// ```
+    #[track_caller]
     pub fn with_stack_size<A, R, F>(stack_size: usize, f: F) -> Result<Greenlet, Error>
     where
         A: 'static,
@@ -176,22 +183,29 @@ impl Greenlet {
     {
         let parent = Handle::new(current_rc());
         let record = move || Inner::new(None, false, Some(parent), Expect::of::<A>());
-        let inner = create(record, stack_size, false, move |first| {
-            let arg = match first.into_throw() {
-                Ok(None) => return Outcome::Exited,
-                Ok(Some(e)) => return Outcome::Failed(e),
-                Err(other) => {
-                    match panic::catch_unwind(AssertUnwindSafe(|| payload::receive::<A>(other))) {
-                        Ok(Ok(a)) => a,
-                        Ok(Err(e)) => return Outcome::Failed(e),
-                        Err(p) => return Outcome::from_result(Err(p)),
+        let inner = create(
+            record,
+            stack_size,
+            false,
+            Location::caller(),
+            move |first| {
+                let arg = match first.into_throw() {
+                    Ok(None) => return Outcome::Exited,
+                    Ok(Some(e)) => return Outcome::Failed(e),
+                    Err(other) => {
+                        match panic::catch_unwind(AssertUnwindSafe(|| payload::receive::<A>(other)))
+                        {
+                            Ok(Ok(a)) => a,
+                            Ok(Err(e)) => return Outcome::Failed(e),
+                            Err(p) => return Outcome::from_result(Err(p)),
+                        }
                     }
-                }
-            };
-            Outcome::from_result(panic::catch_unwind(AssertUnwindSafe(move || {
-                Box::new(f(arg)) as Box<dyn std::any::Any>
-            })))
-        })
+                };
+                Outcome::from_result(panic::catch_unwind(AssertUnwindSafe(move || {
+                    Box::new(f(arg)) as Box<dyn std::any::Any>
+                })))
+            },
+        )
         .map_err(Error::spawn)?;
         Ok(Greenlet::from_inner(inner))
     }

@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use corosensei::CoroutineResult;
 
-use super::inner::{self, Inner, State};
+use super::inner::{self, Inner, Resume, State};
 use super::payload::{Msg, Outcome, Woke};
 
 /// What the hub provides to the trampoline.
@@ -67,8 +67,58 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     // points into its own stack; the greenlet is running (it is CURRENT), so
     // we are executing on that stack inside `Coroutine::resume`, which is
     // exactly when `Yielder::suspend` may be called.
-    unsafe { (*y).suspend(target) };
+    let mut resumed = unsafe { (*y).suspend(target) };
+    // Resumed only to run a routine here (`run_on_stack`): run it and hand
+    // control straight back to whoever resumed us.
+    while let Some(routine) = resumed {
+        resumed = on_stack(y, routine);
+    }
     cur.take_msg()
+}
+
+/// Runs `routine` for [`run_on_stack`] and suspends back to its caller.
+#[cold]
+#[inline(never)]
+fn on_stack(y: *const inner::GreenletYielder, routine: fn()) -> Resume {
+    // A panic must not unwind this greenlet's frames: it would run its
+    // destructors without anyone having asked it to stop.
+    let _ = std::panic::catch_unwind(routine);
+    // SAFETY: as in `suspend`: we are running on this greenlet's own stack
+    // inside the `Coroutine::resume` of `run_on_stack`, and `y` is the
+    // greenlet's live yielder.
+    unsafe { (*y).suspend(None) }
+}
+
+/// Runs `routine` on `g`'s stack, on top of the frames where `g` is
+/// suspended, and returns: `g` is resumed with the routine as its resume
+/// value, runs it inside its own `suspend` (above), and suspends back at
+/// once. None of `g`'s own code runs, its inbox and state are untouched,
+/// and the routine sees `g` as the running greenlet. The hub's dump uses
+/// it to capture each greenlet's backtrace. Returns false (running
+/// nothing) unless `g` is a started, unfinished greenlet that is not
+/// running now: suspended in a switch, or blocked in the hub.
+///
+/// Called from any greenlet's stack: the resume nests (corosensei returns
+/// to whoever resumed), which is sound because `g` is not on the chain of
+/// running coroutines (only main resumes greenlets, and `g` is not
+/// running), and its coroutine is not borrowed (only `drive` borrows one,
+/// that of the running greenlet).
+pub(crate) fn run_on_stack(g: &Rc<Inner>, routine: fn()) -> bool {
+    if g.is_main || !matches!(g.state.get(), State::Suspended | State::Blocked) {
+        return false;
+    }
+    let Ok(mut coro) = g.coro.try_borrow_mut() else {
+        return false;
+    };
+    let Some(c) = coro.as_mut().filter(|c| c.started() && !c.done()) else {
+        return false;
+    };
+    let prev = inner::current_ptr();
+    inner::set_current(Rc::as_ptr(g));
+    let r = c.resume(Some(routine));
+    inner::set_current(prev);
+    debug_assert!(matches!(r, CoroutineResult::Yield(None)));
+    true
 }
 
 /// [`suspend`] from code running inside a generator: out of line, so that
@@ -122,7 +172,7 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
         let result = {
             let mut coro = g_ref.coro.borrow_mut();
             match coro.as_mut() {
-                Some(c) if !c.done() => Some(c.resume(())),
+                Some(c) if !c.done() => Some(c.resume(None)),
                 _ => None,
             }
         };

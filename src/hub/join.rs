@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::dump::WaitingOn;
 use super::scheduler::{Token, park_with};
 use super::spawn::{JoinHandle, LinkKey};
 use super::watcher::deadline_in;
@@ -230,7 +231,9 @@ impl JoinAll {
         while done.len() < want {
             let next = shared.queue.borrow_mut().pop_front();
             let Some(i) = next else {
-                let woke = park_with(deadline, |t| *shared.waiter.borrow_mut() = Some(t));
+                let woke = park_with(deadline, WaitingOn::JoinAny, |t| {
+                    *shared.waiter.borrow_mut() = Some(t)
+                });
                 *shared.waiter.borrow_mut() = None;
                 match woke {
                     Woke::Ready => continue,

@@ -10,6 +10,7 @@
 //! **Architecture Invariant:** the hub never resumes a coroutine itself; it
 //! only answers the trampoline's [`Schedule::next`] with the greenlet to run.
 
+pub(crate) mod dump;
 pub(crate) mod join;
 pub(crate) mod monitor;
 pub(crate) mod reactor;
@@ -30,6 +31,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use dump::{
+    Dump, Frame, GreenletInfo, GreenletState, StackTrace, WaitingOn, dump, dump_brief, run_info,
+};
 pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with};
 pub use monitor::{
     BlockedReport, blocked_threshold, clear_blocked_hook, set_blocked_hook, set_blocked_threshold,
@@ -59,7 +63,18 @@ pub(crate) struct Hub {
     pub(crate) remote_waits: RemoteWaits,
     /// What the blocked-hub detector samples (`monitor.rs`).
     pub(crate) probe: Arc<monitor::Probe>,
+    /// The time at a recent tick boundary: when the hub read the clock
+    /// anyway, and at least every [`CLOCK_EVERY`] ticks. Parks record it
+    /// (the dump's "since") without reading the clock themselves.
+    pub(crate) clock: Cell<Instant>,
+    /// Ticks left before the clock is read on the fast path.
+    clock_in: Cell<u32>,
 }
+
+/// On the tick fast path (no timers, no IO), how many ticks may pass
+/// without a clock read: the dump's "since" is late by at most that many
+/// ticks' work.
+const CLOCK_EVERY: u32 = 64;
 
 thread_local! {
     static HUB: OnceCell<Rc<Hub>> = const { OnceCell::new() };
@@ -83,6 +98,8 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
                 remote: OnceCell::new(),
                 remote_waits: RemoteWaits::default(),
                 probe: monitor::register(),
+                clock: Cell::new(Instant::now()),
+                clock_in: Cell::new(CLOCK_EVERY),
             });
             greenlet::install_scheduler(hub.clone());
             hub
@@ -175,9 +192,17 @@ impl Schedule for Hub {
             let idle_kernel = self.timers.len() == 0 && !self.reactor.has_waiters();
             if idle_kernel && !self.ready.is_empty() {
                 self.budget.set(self.ready.len());
+                let n = self.clock_in.get();
+                if n == 0 {
+                    self.clock_in.set(CLOCK_EVERY);
+                    self.clock.set(Instant::now());
+                } else {
+                    self.clock_in.set(n - 1);
+                }
                 continue;
             }
             let now = Instant::now();
+            self.clock.set(now);
             self.timers.fire_due(now, &self.ready);
             if !self.wait_for_events(now, !self.ready.is_empty()) {
                 return None;

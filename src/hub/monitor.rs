@@ -72,6 +72,11 @@ impl Probe {
         self.polling.store(on, Ordering::Relaxed);
     }
 
+    /// Whether the hub says it is waiting (or otherwise not to be reported).
+    pub(crate) fn is_polling(&self) -> bool {
+        self.polling.load(Ordering::Relaxed)
+    }
+
     /// A spawned greenlet was born (+1) or ended (-1); hub thread only.
     #[inline]
     pub(crate) fn add_live(&self, delta: isize) {
@@ -406,21 +411,16 @@ fn capture(p: &Arc<Probe>) -> (String, u64, String) {
     let mut lines = Vec::new();
     let mut handler_at = None;
     for f in &p.frames[..frames] {
-        let ip = f.load(Ordering::Relaxed);
-        let mut line = format!("{ip:#x}");
-        // Return addresses point after the call: look up the call itself.
-        backtrace::resolve((ip.saturating_sub(1)) as *mut std::ffi::c_void, |sym| {
-            if let Some(name) = sym.name() {
-                line = format!("{name:#}");
-                if line.ends_with("monitor::on_sigurg") {
-                    handler_at = Some(lines.len());
-                }
+        for fr in super::dump::symbolize(f.load(Ordering::Relaxed)) {
+            let mut line = fr.function;
+            if line.ends_with("monitor::on_sigurg") {
+                handler_at = Some(lines.len());
             }
-            if let (Some(file), Some(l)) = (sym.filename(), sym.lineno()) {
-                line.push_str(&format!("\n        at {}:{l}", file.display()));
+            if let Some((file, l)) = fr.location {
+                line.push_str(&format!("\n        at {file}:{l}"));
             }
-        });
-        lines.push(line);
+            lines.push(line);
+        }
     }
     // Start at the interrupted code: skip the handler and the kernel's
     // signal return trampoline after it.

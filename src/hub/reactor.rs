@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 use rustix::event::{EventfdFlags, epoll};
 
+use super::dump::WaitingOn;
 use super::scheduler::{ReadyQueue, WaitList, Woke};
 
 /// Read or write readiness.
@@ -353,7 +354,11 @@ impl Reactor {
             Interest::Read => &src.readers,
             Interest::Write => &src.writers,
         };
-        list.wait(deadline)
+        let on = match interest {
+            Interest::Read => WaitingOn::Readable(src.fd),
+            Interest::Write => WaitingOn::Writable(src.fd),
+        };
+        list.wait(deadline, on)
     }
 
     /// Parks the current greenlet until `fd`, which other code owns, is

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::dump::WaitingOn;
 use super::reactor::Notifier;
 use super::scheduler::{ReadyQueue, Token, Woke, park_with};
 use crate::error::Error;
@@ -316,7 +317,7 @@ impl RemoteWait {
             if woken {
                 return Woke::Ready;
             }
-            let woke = park_with(deadline, |token| {
+            let woke = park_with(deadline, WaitingOn::OtherThread, |token| {
                 super::with(|hub| {
                     if let Some(e) = hub.remote_waits.waits.borrow_mut().get_mut(&self.key) {
                         e.token = Some(token);

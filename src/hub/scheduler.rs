@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::dump::WaitingOn;
 use crate::error::Error;
 pub(crate) use crate::greenlet::Woke;
 use crate::greenlet::{self, Inner, Msg, State};
@@ -142,19 +143,28 @@ pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>, error: Option<Error>
 /// an armed `Timeout` scope expires. Raises `GreenletExit` if killed.
 #[cfg(feature = "monkey")]
 #[inline]
-pub(crate) fn park(deadline: Option<Instant>) -> Woke {
-    park_with(deadline, |_| {})
+pub(crate) fn park(deadline: Option<Instant>, on: WaitingOn) -> Woke {
+    park_with(deadline, on, |_| {})
 }
 
 /// Like [`park`], handing `register` the token that wakes this park (the
 /// caller files it wherever the wake-up will come from). `register` is not
 /// called if the deadline has already passed.
 #[inline]
-pub(crate) fn park_with(deadline: Option<Instant>, register: impl FnOnce(Token)) -> Woke {
-    super::with(|hub| park_on(hub, deadline, register))
+pub(crate) fn park_with(
+    deadline: Option<Instant>,
+    on: WaitingOn,
+    register: impl FnOnce(Token),
+) -> Woke {
+    super::with(|hub| park_on(hub, deadline, on, register))
 }
 
-fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(Token)) -> Woke {
+fn park_on(
+    hub: &super::Hub,
+    deadline: Option<Instant>,
+    on: WaitingOn,
+    register: impl FnOnce(Token),
+) -> Woke {
     let cur = greenlet::current_rc();
     raise_deferred_exit(&cur);
     let generation = cur.ext.park_gen.get() + 1;
@@ -201,6 +211,7 @@ fn park_on(hub: &super::Hub, deadline: Option<Instant>, register: impl FnOnce(To
         }
     }
     let _cancel = CancelTimer(hub, timer);
+    cur.ext.note_park(on, eff, hub.clock.get());
     cur.state.set(State::Blocked);
     cur.ext.queued.set(false);
     let wake = match greenlet::suspend(None).into_throw() {
@@ -245,7 +256,10 @@ pub(crate) fn yield_now() {
     cur.state.set(State::Blocked);
     cur.ext.queued.set(true);
     cur.put_msg(Msg::Wake(Woke::Ready));
-    super::with(|hub| hub.ready.push(cur));
+    super::with(|hub| {
+        cur.ext.note_park(WaitingOn::Yield, None, hub.clock.get());
+        hub.ready.push(cur);
+    });
     match greenlet::suspend(None).into_throw() {
         Ok(thrown) => greenlet::raise(thrown),
         Err(msg) => msg.discard(),
@@ -269,7 +283,7 @@ pub(crate) struct WaitList {
 impl WaitList {
     /// Parks the current greenlet in this list until woken or `deadline`.
     #[inline]
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Woke {
+    pub(crate) fn wait(&self, deadline: Option<Instant>, on: WaitingOn) -> Woke {
         struct Remove<'a>(&'a WaitList, *const Inner);
         impl Drop for Remove<'_> {
             fn drop(&mut self) {
@@ -278,7 +292,7 @@ impl WaitList {
             }
         }
         let _remove = Remove(self, greenlet::with_current(|c| c as *const Inner));
-        park_with(deadline, |token| self.push(token))
+        park_with(deadline, on, |token| self.push(token))
     }
 
     /// Waits in this list until `done()` holds (checked first, and after
@@ -286,10 +300,11 @@ impl WaitList {
     pub(crate) fn wait_until(
         &self,
         deadline: Option<Instant>,
+        on: WaitingOn,
         done: impl Fn() -> bool,
     ) -> Result<(), Woke> {
         while !done() {
-            match self.wait(deadline) {
+            match self.wait(deadline, on) {
                 Woke::Ready => {}
                 w => return Err(w),
             }

@@ -3,7 +3,8 @@
 //! The greenlet layer carries one [`Slot`] per record (`Inner::ext`) and
 //! never looks inside it: everything here is the meaning the layers above
 //! give a greenlet. The hub's park state and `Timeout` scopes, the monkey
-//! hooks' deferred exit, and greenlet-local values (the `local` module).
+//! hooks' deferred exit, greenlet-local values (the `local` module), and
+//! what its park waits for (the dump, `dump.rs`).
 //!
 //! **Architecture Invariant:** `greenlet/` names this type in one place
 //! (the field) and reads none of its fields; `tests/tidy.rs` allows exactly
@@ -13,6 +14,8 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
+
+use super::dump::WaitingOn;
 
 /// One armed `Timeout` scope.
 pub(crate) struct Scope {
@@ -49,9 +52,23 @@ pub(crate) struct Slot {
     pub(crate) deferred_error: RefCell<Option<crate::error::Error>>,
     /// Greenlet-local values, by key (the `local` module).
     pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
+    /// What it waits for in its current (or latest) park, for the dump.
+    pub(crate) waiting: Cell<WaitingOn>,
+    /// That park's deadline, if it has one.
+    pub(crate) until: Cell<Option<Instant>>,
+    /// When that park began, to the hub's tick (`Hub::clock`).
+    pub(crate) since: Cell<Option<Instant>>,
 }
 
 impl Slot {
+    /// Records a park for the dump: three stores, no clock read.
+    #[inline(always)]
+    pub(crate) fn note_park(&self, on: WaitingOn, until: Option<Instant>, now: Instant) {
+        self.waiting.set(on);
+        self.until.set(until);
+        self.since.set(Some(now));
+    }
+
     /// Drops the greenlet-local values (their destructors may use other
     /// locals, so the list is not borrowed meanwhile). Installed as the
     /// greenlet layer's exit hook: it runs on the greenlet's own stack when

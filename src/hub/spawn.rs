@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use super::dump::WaitingOn;
 use super::scheduler::{self, Token, WaitList, Woke};
 use super::watcher::deadline_in;
 use crate::error::{Error, PanicPayload, panic_message};
@@ -84,6 +85,7 @@ impl Builder {
     ///
     /// # Errors
     /// [`Error::Spawn`] when no stack can be allocated.
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + 'static,
@@ -118,6 +120,7 @@ impl Builder {
     /// assert_eq!(h.join(), Ok(42));
     /// # Ok::<(), greenhouse::Error>(())
     /// ```
+    #[track_caller]
     pub fn create<F, T>(self, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + 'static,
@@ -130,6 +133,7 @@ impl Builder {
     ///
     /// # Errors
     /// [`Error::Spawn`] when no stack can be allocated.
+    #[track_caller]
     pub fn spawn_later<F, T>(self, delay: Duration, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + 'static,
@@ -160,6 +164,7 @@ impl Builder {
 /// let h = greenhouse::spawn(|| 6 * 7);
 /// assert_eq!(h.join(), Ok(42));
 /// ```
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
@@ -178,6 +183,7 @@ where
 /// let h = greenhouse::spawn_later(Duration::from_millis(20), move || t0.elapsed());
 /// assert!(h.join().unwrap() >= Duration::from_millis(20));
 /// ```
+#[track_caller]
 pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
@@ -234,6 +240,7 @@ enum Start {
     Never,
 }
 
+#[track_caller]
 fn spawn_at<F, T>(b: Builder, start: Start, f: F) -> Result<JoinHandle<T>, Error>
 where
     F: FnOnce() -> T + 'static,
@@ -251,7 +258,8 @@ where
     // dropped: run to its end, or dropped unrun (also if `create` fails).
     hub.probe.add_live(1);
     let live = Live;
-    let inner = greenlet::create(record, stack_size, b.clean_stack, move |first| {
+    let at = std::panic::Location::caller();
+    let inner = greenlet::create(record, stack_size, b.clean_stack, at, move |first| {
         let _live = live;
         // Started by a wake-up (the common case), or killed before it
         // started: then it never runs.
@@ -301,6 +309,14 @@ where
     // start does nothing.
     inner.ext.park_gen.set(1);
     inner.state.set(State::Blocked);
+    let until = if let Start::At(at) = start {
+        Some(at)
+    } else {
+        None
+    };
+    inner
+        .ext
+        .note_park(WaitingOn::Start, until, hub.clock.get());
     match start {
         Start::Now => {
             inner.ext.queued.set(true);
@@ -570,7 +586,7 @@ impl<T> JoinHandle<T> {
         let done = &self.state.done;
         self.state
             .waiters
-            .wait_until(deadline, || done.get())
+            .wait_until(deadline, WaitingOn::Join(self.g.inner().id), || done.get())
             .map_err(Woke::error)
     }
 

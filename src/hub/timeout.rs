@@ -79,7 +79,9 @@ pub(crate) fn sleep_checked(deadline: Instant) -> Result<(), Error> {
         // before the park could start (`register` is then not called),
         // yield once instead.
         let mut parked = false;
-        let woke = scheduler::park_with(Some(deadline), |_token| parked = true);
+        let woke = scheduler::park_with(Some(deadline), super::dump::WaitingOn::Sleep, |_token| {
+            parked = true
+        });
         if !parked {
             yield_now();
         }

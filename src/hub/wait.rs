@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::dump::WaitingOn;
 use super::scheduler::{WaitList, Woke, park_with};
 use super::spawn::JoinHandle;
 use super::watcher::deadline_in;
@@ -196,7 +197,7 @@ impl Iterator for Iwait<'_> {
                 .map(|i| self.objects[i].ready_list().0)
                 .collect();
             let mut filed = Unfile(Vec::with_capacity(lists.len()));
-            let woke = park_with(self.deadline, |token| {
+            let woke = park_with(self.deadline, WaitingOn::Objects, |token| {
                 for l in lists {
                     l.push(token.duplicate());
                     filed.0.push(l);

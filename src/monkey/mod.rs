@@ -261,7 +261,7 @@ fn sleep_until(deadline: Option<Instant>) -> Waited {
     count_park();
     guarded(|| {
         loop {
-            match hub::scheduler::park(deadline) {
+            match hub::scheduler::park(deadline, hub::dump::WaitingOn::Sleep) {
                 Woke::Ready
                     if deadline.is_some_and(|d| Instant::now() < d) || deadline.is_none() => {}
                 Woke::Ready | Woke::Deadline => return Waited::Woke(Woke::Ready),

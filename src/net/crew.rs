@@ -8,6 +8,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::hub::dump::WaitingOn;
 use crate::hub::scheduler::{WaitList, Woke};
 use crate::{Builder, JoinHandle};
 
@@ -84,7 +85,11 @@ impl Crew {
             self.in_a_row.set(n);
         }
         while self.max.get().is_some_and(|m| self.live.get() >= m) {
-            if self.ended.wait(None) != Woke::Ready {
+            if self
+                .ended
+                .wait(None, WaitingOn::Primitive("server: handler slot"))
+                != Woke::Ready
+            {
                 return false;
             }
         }
@@ -116,7 +121,10 @@ impl Crew {
     /// Waits until the loop has ended (starting it is the caller's).
     pub(super) fn wait_finished(&self) -> io::Result<()> {
         while self.running.get() {
-            match self.finished.wait(None) {
+            match self
+                .finished
+                .wait(None, WaitingOn::Primitive("server: handlers to finish"))
+            {
                 Woke::Ready => {}
                 Woke::Deadline | Woke::TimedOut => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
@@ -149,7 +157,11 @@ impl Crew {
         if let Some(t) = timeout {
             let deadline = crate::hub::watcher::saturating_deadline(t);
             while self.live.get() > 0 && Instant::now() < deadline {
-                if self.ended.wait(Some(deadline)) == Woke::TimedOut {
+                if self.ended.wait(
+                    Some(deadline),
+                    WaitingOn::Primitive("server: handlers to finish"),
+                ) == Woke::TimedOut
+                {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
                 }
             }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::hub::dump::WaitingOn;
 use crate::hub::scheduler::{Token, WaitList, Woke, own_timeout};
 use crate::hub::watcher::deadline_in;
 
@@ -130,7 +131,9 @@ impl Event {
         let seen = self.inner.sets.get();
         self.inner
             .waiters
-            .wait_until(deadline, || self.is_set() || self.inner.sets.get() != seen)
+            .wait_until(deadline, WaitingOn::Primitive("Event"), || {
+                self.is_set() || self.inner.sets.get() != seen
+            })
     }
 }
 
@@ -260,7 +263,9 @@ impl<T: Clone> AsyncResult<T> {
         let value = &self.inner.value;
         self.inner
             .waiters
-            .wait_until(deadline, || value.borrow().is_some())?;
+            .wait_until(deadline, WaitingOn::Primitive("AsyncResult"), || {
+                value.borrow().is_some()
+            })?;
         Ok(self.peek().expect("checked by wait_until"))
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::waiters::Handoff;
 use crate::error::Error;
+use crate::hub::dump::WaitingOn;
 use crate::hub::scheduler::{WaitList, Woke, own_timeout};
 use crate::hub::watcher::deadline_in;
 
@@ -177,8 +178,8 @@ impl<T, B: Buffer<T>> Core<T, B> {
         Core {
             buf: RefCell::new(B::default()),
             cap,
-            getters: Handoff::default(),
-            putters: Handoff::default(),
+            getters: Handoff::new("Queue::get"),
+            putters: Handoff::new("Queue::put"),
             unfinished: Cell::new(0),
             joiners: WaitList::default(),
             watchers: WaitList::default(),
@@ -296,8 +297,11 @@ impl<T, B: Buffer<T>> Core<T, B> {
     }
 
     fn join(&self, deadline: Option<Instant>) -> Result<(), Woke> {
-        self.joiners
-            .wait_until(deadline, || self.unfinished.get() == 0)
+        self.joiners.wait_until(
+            deadline,
+            WaitingOn::Primitive("JoinableQueue::join"),
+            || self.unfinished.get() == 0,
+        )
     }
 }
 

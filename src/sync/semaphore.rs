@@ -26,11 +26,11 @@ struct Permits {
 }
 
 impl Permits {
-    fn new(n: usize, bounded: bool) -> Permits {
+    fn new(n: usize, bounded: bool, what: &'static str) -> Permits {
         Permits {
             free: Cell::new(n),
             bound: bounded.then_some(n),
-            waiters: Handoff::default(),
+            waiters: Handoff::new(what),
         }
     }
 
@@ -87,7 +87,7 @@ macro_rules! semaphore {
             /// A semaphore with `permits` free permits.
             pub fn new(permits: usize) -> Self {
                 $name {
-                    inner: Rc::new(Permits::new(permits, $bounded)),
+                    inner: Rc::new(Permits::new(permits, $bounded, stringify!($name))),
                 }
             }
 
@@ -297,7 +297,7 @@ impl<T> Lock<T> {
     pub fn new(value: T) -> Self {
         Lock {
             inner: Rc::new(LockInner {
-                permits: Permits::new(1, true),
+                permits: Permits::new(1, true, "Lock"),
                 owner: Cell::new(std::ptr::null()),
                 value: RefCell::new(value),
             }),
@@ -463,7 +463,7 @@ impl<T> RLock<T> {
     pub fn new(value: T) -> Self {
         RLock {
             inner: Rc::new(RLockInner {
-                permits: Permits::new(1, true),
+                permits: Permits::new(1, true, "RLock"),
                 owner: Cell::new(std::ptr::null()),
                 depth: Cell::new(0),
                 value,

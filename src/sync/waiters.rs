@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::hub::dump::WaitingOn;
 use crate::hub::scheduler::{Token, Woke, park_with};
 
 struct Waiter<T> {
@@ -30,12 +31,16 @@ struct Waiter<T> {
 /// A FIFO of parked greenlets exchanging `T`s with whoever wakes them.
 pub(crate) struct Handoff<T> {
     queue: RefCell<VecDeque<Rc<Waiter<T>>>>,
+    /// What its waiters wait on, as the dump shows it ("Semaphore", ...).
+    what: &'static str,
 }
 
-impl<T> Default for Handoff<T> {
-    fn default() -> Self {
+impl<T> Handoff<T> {
+    /// An empty queue whose waiters the dump shows as waiting on `what`.
+    pub(crate) fn new(what: &'static str) -> Self {
         Handoff {
             queue: RefCell::new(VecDeque::new()),
+            what,
         }
     }
 }
@@ -75,7 +80,7 @@ impl<T> Handoff<T> {
         done: impl Fn(&Option<T>) -> bool,
     ) -> Result<(), Woke> {
         loop {
-            let woke = park_with(deadline, |token| {
+            let woke = park_with(deadline, WaitingOn::Primitive(self.what), |token| {
                 *me.token.borrow_mut() = Some(token);
                 if !me.queued.replace(true) {
                     self.queue.borrow_mut().push_back(me.clone());
