@@ -47,7 +47,7 @@ pub enum WaitingOn {
     /// Any of several greenlets to finish ([`joinall`](crate::joinall),
     /// [`JoinAll`](crate::JoinAll)).
     JoinAny,
-    /// Any of several objects ([`iwait`](crate::iwait), [`wait`](crate::wait)).
+    /// Any of several objects ([`iwait`](crate::iwait), [`wait`](crate::wait())).
     Objects,
     /// A synchronization primitive: `"Event"`, `"AsyncResult"`,
     /// `"Semaphore"`, `"Lock"`, `"Queue::get"`, `"Pool slot"`, ...
