@@ -441,3 +441,74 @@ fn records_that_outlive_the_threads_main_greenlet_do_not_touch_it() {
     .join()
     .unwrap();
 }
+
+/// The child side of the next test: runs only when it is the child.
+#[test]
+fn dump_signal_child() {
+    if std::env::var_os("GREENHOUSE_DUMP_SIGNAL_CHILD").is_none() {
+        return;
+    }
+    greenhouse::set_blocked_threshold(None);
+    greenhouse::dump_on_signal(libc::SIGUSR1).unwrap();
+    let sleeper = Builder::new()
+        .name("signalled-sleeper")
+        .spawn(|| sleeping_in_dump_test(Duration::from_secs(60)))
+        .unwrap();
+    // Another thread's hub prints its own dump too.
+    let other = std::thread::Builder::new()
+        .name("second-hub".into())
+        .spawn(|| {
+            let h = Builder::new()
+                .name("other-thread-sleeper")
+                .spawn(|| sleep(Duration::from_millis(1500)))
+                .unwrap();
+            h.join().unwrap();
+        })
+        .unwrap();
+    yield_now();
+    std::thread::sleep(Duration::from_millis(100)); // the other hub parks
+    // SAFETY: raising a signal whose handler is installed above.
+    unsafe { libc::raise(libc::SIGUSR1) };
+    // Asleep in the hub's poll: the monitor wakes it for the dump.
+    sleep(Duration::from_millis(1000));
+    sleeper.kill().unwrap();
+    other.join().unwrap();
+}
+
+#[test]
+fn on_the_dump_signal_every_hub_prints_its_dump() {
+    if std::env::var_os("GREENHOUSE_DUMP_SIGNAL_CHILD").is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "dump_signal_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GREENHOUSE_DUMP_SIGNAL_CHILD", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("greenhouse hub of thread 'dump_signal_child'"),
+        "{err}"
+    );
+    assert!(err.contains("signalled-sleeper (id"), "{err}");
+    assert!(err.contains("sleeping_in_dump_test"), "{err}");
+    assert!(
+        err.contains("greenhouse hub of thread 'second-hub'"),
+        "{err}"
+    );
+    assert!(err.contains("other-thread-sleeper (id"), "{err}");
+}
+
+#[test]
+fn signals_greenhouse_needs_cannot_be_the_dump_signal() {
+    for sig in [libc::SIGURG, libc::SIGSEGV, libc::SIGKILL, 0, 1000] {
+        let e = greenhouse::dump_on_signal(sig).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
+}

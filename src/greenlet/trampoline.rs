@@ -27,6 +27,14 @@ pub(crate) trait Schedule {
 
     /// A finished greenlet's outcome had nobody to go to.
     fn unhandled(&self, dead: &Inner, outcome: Outcome);
+
+    /// `g` is about to run (feature `tracing`: its span is entered).
+    #[cfg(feature = "tracing")]
+    fn resuming(&self, g: &Inner);
+
+    /// `g` suspended or finished (feature `tracing`: its span is exited).
+    #[cfg(feature = "tracing")]
+    fn suspended(&self, g: &Inner);
 }
 
 /// Passes a greenlet's suspension out of a nested coroutine (a generator
@@ -169,6 +177,8 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
         // SAFETY: `raw` came from `Rc::into_raw` just above; we own that
         // count until `from_raw` below.
         let g_ref = unsafe { &*raw };
+        #[cfg(feature = "tracing")]
+        inner::with_scheduler(|s| s.map(|s| s.resuming(g_ref)));
         let result = {
             let mut coro = g_ref.coro.borrow_mut();
             match coro.as_mut() {
@@ -176,6 +186,8 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
                 _ => None,
             }
         };
+        #[cfg(feature = "tracing")]
+        inner::with_scheduler(|s| s.map(|s| s.suspended(g_ref)));
         inner::set_in_scheduler(true);
         inner::set_current(main);
         // SAFETY: matches the `into_raw` above.

@@ -705,3 +705,38 @@ pub fn dump_brief() -> Dump {
 pub fn run_info() -> String {
     dump().to_string()
 }
+
+/// Prints every hub's dump on stderr when the process receives `signal`
+/// (opt-in; `SIGUSR1` is the usual choice), as Go does on `SIGQUIT`:
+/// `kill -USR1 <pid>` shows where every greenlet of every thread is.
+///
+/// Each hub prints its own, from a safe point: the next boundary between
+/// two turns of its loop (a hub asleep in its poll is woken for it, within
+/// the monitor's period, at most 100 ms). A hub that a greenlet keeps from
+/// that point for a second is named on stderr instead; the blocked-hub
+/// detector names the greenlet.
+///
+/// # Errors
+/// `InvalidInput` for a signal that cannot be caught or that greenhouse
+/// uses itself (`SIGURG`, `SIGSEGV`); the OS error if `sigaction` fails.
+///
+/// # Examples
+///
+/// ```no_run
+/// greenhouse::dump_on_signal(libc::SIGUSR1)?;
+/// // ... serve; then from a shell: kill -USR1 <pid>
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn dump_on_signal(signal: i32) -> std::io::Result<()> {
+    super::monitor::install_dump_signal(signal)
+}
+
+/// The hub's part of [`dump_on_signal`]: called at a tick boundary when
+/// the monitor has asked for a dump.
+#[cold]
+pub(crate) fn print_requested(probe: &super::monitor::Probe) {
+    probe
+        .dump_requested
+        .store(false, std::sync::atomic::Ordering::Release);
+    eprintln!("{}", dump());
+}

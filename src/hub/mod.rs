@@ -22,6 +22,7 @@ pub(crate) use slot::Slot;
 pub(crate) mod spawn;
 pub(crate) mod timeout;
 pub(crate) mod timers;
+pub(crate) mod trace;
 pub(crate) mod wait;
 pub(crate) mod watcher;
 
@@ -32,7 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use dump::{
-    Dump, Frame, GreenletInfo, GreenletState, StackTrace, WaitingOn, dump, dump_brief, run_info,
+    Dump, Frame, GreenletInfo, GreenletState, StackTrace, WaitingOn, dump, dump_brief,
+    dump_on_signal, run_info,
 };
 pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with};
 pub use monitor::{
@@ -189,6 +191,13 @@ impl Schedule for Hub {
             // Tick boundary. With no timers and nobody waiting for IO there
             // is nothing to poll: start the next tick without a system call.
             self.drain_remote();
+            if self
+                .probe
+                .dump_requested
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                dump::print_requested(&self.probe);
+            }
             let idle_kernel = self.timers.len() == 0 && !self.reactor.has_waiters();
             if idle_kernel && !self.ready.is_empty() {
                 self.budget.set(self.ready.len());
@@ -214,6 +223,16 @@ impl Schedule for Hub {
             }
             self.budget.set(self.ready.len());
         }
+    }
+
+    #[cfg(feature = "tracing")]
+    fn resuming(&self, g: &Inner) {
+        trace::resuming(g);
+    }
+
+    #[cfg(feature = "tracing")]
+    fn suspended(&self, g: &Inner) {
+        trace::suspended(g);
     }
 
     fn unhandled(&self, dead: &Inner, outcome: Outcome) {

@@ -48,6 +48,12 @@ pub(crate) struct Probe {
     thread_name: String,
     /// Set by the monitor, cleared by the handler: capture now.
     requested: AtomicBool,
+    /// Set by the monitor when the dump signal came: the hub prints its
+    /// dump at its next tick boundary and clears it (`dump.rs`).
+    pub(crate) dump_requested: AtomicBool,
+    /// Set by the monitor with a `SIGURG` that only wakes the hub's poll
+    /// (it returns `EINTR`); the handler clears it and does nothing else.
+    wake: AtomicBool,
     /// Set by the handler when the capture below is complete.
     captured: AtomicBool,
     gid: AtomicU64,
@@ -241,6 +247,8 @@ pub(crate) fn register() -> Arc<Probe> {
         thread: unsafe { libc::pthread_self() },
         thread_name,
         requested: AtomicBool::new(false),
+        dump_requested: AtomicBool::new(false),
+        wake: AtomicBool::new(false),
         captured: AtomicBool::new(false),
         gid: AtomicU64::new(0),
         name_len: AtomicUsize::new(0),
@@ -277,7 +285,7 @@ pub(crate) fn unregister(probe: &Arc<Probe>) {
     probes.retain(|p| !Arc::ptr_eq(p, probe));
 }
 
-fn start_thread() {
+pub(crate) fn start_thread() {
     static START: Once = Once::new();
     START.call_once(|| {
         let _ = std::thread::Builder::new()
@@ -293,6 +301,8 @@ struct Seen {
     since: Instant,
     /// The incident already reported: (greenlet, id, first sample).
     reported: Option<(String, u64)>,
+    /// When a dump was asked of it and not yet printed.
+    dump_asked: Option<Instant>,
 }
 
 /// The monitor thread: samples every hub, forever.
@@ -310,6 +320,12 @@ fn watch() {
         let now = Instant::now();
         let probes: Vec<Arc<Probe>> = m.probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
         seen.retain(|s| probes.iter().any(|p| Arc::ptr_eq(p, &s.probe)));
+        if take_dump_signal() {
+            ask_for_dumps(&probes, &mut seen, now);
+        }
+        for s in &mut seen {
+            late_dump(s, now);
+        }
         for p in probes {
             let ticks = p.ticks.load(Ordering::Relaxed);
             let idx = match seen.iter().position(|s| Arc::ptr_eq(&s.probe, &p)) {
@@ -320,6 +336,7 @@ fn watch() {
                         ticks,
                         since: now,
                         reported: None,
+                        dump_asked: None,
                     });
                     continue;
                 }
@@ -358,7 +375,52 @@ fn watch() {
     }
 }
 
+/// The dump signal came: every hub prints its dump at its next tick
+/// boundary; a hub asleep in its poll is woken for it.
+fn ask_for_dumps(probes: &[Arc<Probe>], seen: &mut Vec<Seen>, now: Instant) {
+    for p in probes {
+        p.dump_requested.store(true, Ordering::Release);
+        match seen.iter_mut().find(|s| Arc::ptr_eq(&s.probe, p)) {
+            Some(s) => s.dump_asked = Some(now),
+            None => seen.push(Seen {
+                probe: p.clone(),
+                ticks: p.ticks.load(Ordering::Relaxed),
+                since: now,
+                reported: None,
+                dump_asked: Some(now),
+            }),
+        }
+        if p.polling.load(Ordering::Relaxed) {
+            p.wake.store(true, Ordering::Release);
+            // Under the registry's lock: a registered probe's thread is alive.
+            let probes = monitor().probes.lock().unwrap_or_else(|e| e.into_inner());
+            if probes.iter().any(|q| Arc::ptr_eq(q, p)) {
+                // SAFETY: the thread is alive (above); SIGURG's handler is
+                // ours, and with `wake` set it only returns.
+                unsafe { libc::pthread_kill(p.thread, libc::SIGURG) };
+            }
+        }
+    }
+}
+
+/// Says so once if a hub has not printed its dump a second after the
+/// signal: something is keeping it from its tick boundary.
+fn late_dump(s: &mut Seen, now: Instant) {
+    let Some(at) = s.dump_asked else { return };
+    if !s.probe.dump_requested.load(Ordering::Acquire) {
+        s.dump_asked = None;
+    } else if now - at >= Duration::from_secs(1) {
+        s.dump_asked = None;
+        eprintln!(
+            "greenhouse: the hub of thread '{}' has not reached a safe point for its dump \
+             in 1 s: a greenlet is blocking it (the blocked-hub detector names it)",
+            s.probe.thread_name
+        );
+    }
+}
+
 fn report(r: &BlockedReport) {
+    super::trace::blocked(r);
     let hook = monitor()
         .hook
         .lock()
@@ -453,6 +515,45 @@ fn install_handler() {
 
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
+/// The dump signal came and the monitor has not seen it yet.
+static DUMP_SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the dump signal came since the last call (the monitor thread).
+pub(crate) fn take_dump_signal() -> bool {
+    DUMP_SIGNALLED.swap(false, Ordering::Acquire)
+}
+
+/// Installs the handler of the dump signal `sig` and starts the monitor
+/// thread, which passes the request on to every hub.
+pub(crate) fn install_dump_signal(sig: libc::c_int) -> std::io::Result<()> {
+    // Signals the runtime uses, and those that cannot be caught.
+    let ours = [libc::SIGURG, libc::SIGSEGV, libc::SIGKILL, libc::SIGSTOP];
+    if !(1..=libc::SIGRTMAX()).contains(&sig) || ours.contains(&sig) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("greenhouse: signal {sig} cannot be the dump signal"),
+        ));
+    }
+    // SAFETY: a plain sigaction call with a fully initialised struct; the
+    // handler only stores to an atomic, which is async-signal-safe.
+    let r = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_dump_signal as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut())
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    start_thread();
+    Ok(())
+}
+
+extern "C" fn on_dump_signal(_: libc::c_int) {
+    DUMP_SIGNALLED.store(true, Ordering::Release);
+}
+
 unsafe extern "C" {
     fn _Unwind_Backtrace(
         trace: extern "C" fn(ctx: *mut std::ffi::c_void, arg: *mut std::ffi::c_void) -> i32,
@@ -488,10 +589,14 @@ extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // SAFETY: a non-null PROBE points at this thread's registered probe,
     // which its hub keeps alive until it clears PROBE (unregister).
     let probe = unsafe { p.as_ref() };
+    // Sent only to end the hub's poll (`ask_for_dumps`): nothing to do.
+    let woken = probe.is_some_and(|p| p.wake.swap(false, Ordering::Acquire));
     let Some(probe) = probe.filter(|p| p.requested.swap(false, Ordering::Acquire)) else {
-        // Not ours: give it to whoever handled SIGURG before us (the
-        // default for SIGURG is to ignore it).
-        crate::stack::chain_signal(PREVIOUS.get(), sig, info, ctx);
+        if !woken {
+            // Not ours: give it to whoever handled SIGURG before us (the
+            // default for SIGURG is to ignore it).
+            crate::stack::chain_signal(PREVIOUS.get(), sig, info, ctx);
+        }
         return;
     };
     greenlet::with_running_identity(|id, name| {

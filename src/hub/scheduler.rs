@@ -57,6 +57,7 @@ impl Token {
             return false;
         }
         g.ext.queued.set(true);
+        super::trace::woke(g, wake);
         g.put_msg(Msg::Wake(wake));
         ready.push(self.g.clone());
         true
@@ -117,6 +118,9 @@ impl ReadyQueue {
 /// doing. Returns false if it is dead or running (the caller handles a
 /// self-kill).
 pub(crate) fn throw_into(ready: &ReadyQueue, g: &Rc<Inner>, error: Option<Error>) -> bool {
+    if !matches!(g.state.get(), State::Dead | State::Running) {
+        super::trace::killed(g, error.is_some());
+    }
     let msg = || match error {
         None => Msg::Throw,
         Some(e) => Msg::ThrowError(Box::new(e)),
@@ -212,6 +216,7 @@ fn park_on(
     }
     let _cancel = CancelTimer(hub, timer);
     cur.ext.note_park(on, eff, hub.clock.get());
+    super::trace::parked(on, eff);
     cur.state.set(State::Blocked);
     cur.ext.queued.set(false);
     let wake = match greenlet::suspend(None).into_throw() {

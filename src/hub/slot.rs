@@ -58,6 +58,9 @@ pub(crate) struct Slot {
     pub(crate) until: Cell<Option<Instant>>,
     /// When that park began, to the hub's tick (`Hub::clock`).
     pub(crate) since: Cell<Option<Instant>>,
+    /// Its `tracing` span (`trace.rs`).
+    #[cfg(feature = "tracing")]
+    pub(crate) span: std::cell::OnceCell<tracing::Span>,
 }
 
 impl Slot {

@@ -290,13 +290,17 @@ where
                     Ok(t) => Err(t.0),
                     Err(_) => Err(Error::Killed),
                 },
-                Err(p) => Err(Error::Panicked {
-                    name: Greenlet::current().name(),
-                    message: LAST_PANIC
+                Err(p) => {
+                    let message = LAST_PANIC
                         .with(|l| l.borrow_mut().take())
-                        .unwrap_or_else(|| panic_message(p.as_ref())),
-                    payload: PanicPayload::new(p),
-                }),
+                        .unwrap_or_else(|| panic_message(p.as_ref()));
+                    greenlet::with_current(|c| super::trace::panicked(c, &message));
+                    Err(Error::Panicked {
+                        name: Greenlet::current().name(),
+                        message,
+                        payload: PanicPayload::new(p),
+                    })
+                }
             }
         };
         st.complete(result);
@@ -317,6 +321,7 @@ where
     inner
         .ext
         .note_park(WaitingOn::Start, until, hub.clock.get());
+    super::trace::spawned(&inner);
     match start {
         Start::Now => {
             inner.ext.queued.set(true);
