@@ -286,6 +286,153 @@ fn kill_interrupts_a_patched_read_and_unwinds_later() -> io::Result<()> {
     Ok(())
 }
 
+/// Sets its flag when dropped: proves an unwind ran the destructors.
+struct Dropped(Rc<Cell<bool>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn a_killed_greenlet_in_a_thread_sleep_loop_unwinds_at_once() {
+    setup();
+    let (ticks, dropped) = (Rc::new(Cell::new(0u32)), Rc::new(Cell::new(false)));
+    let (t, d) = (ticks.clone(), Dropped(dropped.clone()));
+    let g = spawn(move || {
+        let _d = d;
+        loop {
+            std::thread::sleep(Duration::from_millis(2)); // plain std
+            t.set(t.get() + 1);
+        }
+    });
+    while ticks.get() < 3 {
+        greenhouse::sleep(Duration::from_millis(1));
+    }
+    g.kill().unwrap();
+    assert!(dropped.get(), "the loop's frame was unwound");
+    let at_kill = ticks.get();
+    assert_eq!(g.join().unwrap_err(), Error::Killed);
+    greenhouse::sleep(Duration::from_millis(20));
+    assert_eq!(ticks.get(), at_kill, "it stopped ticking");
+}
+
+#[test]
+fn a_kill_that_landed_in_a_read_ends_the_loop_at_its_next_thread_sleep() -> io::Result<()> {
+    setup();
+    let (mut a, _b) = UnixStream::pair()?;
+    let (errors, dropped) = (Rc::new(Cell::new(0u32)), Rc::new(Cell::new(false)));
+    let (e, d) = (errors.clone(), Dropped(dropped.clone()));
+    let g = spawn(move || {
+        let _d = d;
+        loop {
+            // A careless loop that ignores the read's error...
+            if a.read(&mut [0u8; 8]).is_err() {
+                e.set(e.get() + 1);
+            }
+            // ...still ends here, at the next sleep.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    yield_now(); // let it block in read
+    g.kill().unwrap();
+    assert_eq!(g.join().unwrap_err(), Error::Killed);
+    assert_eq!(errors.get(), 1, "one ECANCELED, then the sleep unwound");
+    assert!(dropped.get());
+    Ok(())
+}
+
+#[test]
+fn a_listener_shared_with_another_thread_never_blocks_the_hub() -> io::Result<()> {
+    setup();
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    const N: usize = 200;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    // A plain OS thread accepts on the same listener the moment it sees a
+    // connection, as the greenlet does: both wake for each connection and
+    // race for it; one of them loses every time.
+    let other = listener.try_clone()?;
+    let (a, stop) = (accepted.clone(), Arc::new(AtomicBool::new(false)));
+    let st = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut theirs = 0;
+        while !st.load(Ordering::SeqCst) {
+            let mut p = libc::pollfd {
+                fd: other.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd (a plain thread: libc's own poll).
+            if unsafe { libc::poll(&raw mut p, 1, 10) } == 1 {
+                // Blocking: after losing a race it waits for the next one.
+                if let Ok((c, _)) = other.accept() {
+                    if st.load(Ordering::SeqCst) {
+                        break; // the wake-up connection below
+                    }
+                    theirs += 1;
+                    a.fetch_add(1, Ordering::SeqCst);
+                    drop(c);
+                }
+            }
+        }
+        theirs
+    });
+    let ours = Rc::new(Cell::new(0usize));
+    let (o, a) = (ours.clone(), accepted.clone());
+    let acceptor = spawn(move || {
+        while let Ok((c, _)) = listener.accept() {
+            o.set(o.get() + 1);
+            a.fetch_add(1, Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    // The hub's heartbeat, visible to the client thread.
+    let beats = Arc::new(AtomicU64::new(0));
+    let b = beats.clone();
+    let ticker = spawn(move || {
+        loop {
+            greenhouse::sleep(Duration::from_millis(1));
+            b.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // One connection at a time; the next only after someone accepted it
+    // and the hub has turned since. An acceptor that lost the race and
+    // blocked the hub's thread in `accept` stops the heartbeat for good.
+    let (acc, b) = (accepted.clone(), beats.clone());
+    let clients = std::thread::spawn(move || -> Result<(), String> {
+        for i in 0..N {
+            let before = b.load(Ordering::SeqCst);
+            let c = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+            let t0 = std::time::Instant::now();
+            while acc.load(Ordering::SeqCst) <= i || b.load(Ordering::SeqCst) < before + 2 {
+                if t0.elapsed() > Duration::from_secs(10) {
+                    return Err(format!("connection {i}: the hub stopped turning"));
+                }
+                std::thread::yield_now();
+            }
+            drop(c);
+        }
+        Ok(())
+    });
+    // Main waits on the same hub (a plain sleep loop: it needs the hub).
+    while !clients.is_finished() {
+        greenhouse::sleep(Duration::from_millis(1));
+    }
+    clients.join().unwrap().unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), N);
+    acceptor.kill().unwrap();
+    ticker.kill().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    drop(std::net::TcpStream::connect(addr)); // in case it waits in accept
+    let theirs = thread.join().unwrap();
+    assert_eq!(ours.get() + theirs, N);
+    Ok(())
+}
+
 #[test]
 fn kill_with_inside_a_patched_read_keeps_its_error() -> io::Result<()> {
     setup();

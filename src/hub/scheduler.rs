@@ -247,7 +247,14 @@ fn park_on(
 /// unwind (see `Slot::deferred_exit`).
 #[inline]
 fn raise_deferred_exit(cur: &Inner) {
-    if cur.ext.deferred_exit.replace(false) {
+    // Not while the greenlet may be unwinding already because a patched
+    // sleep reported the kill as `ECANCELED` and its caller panicked (std's
+    // `thread::sleep` does, `monkey/sleep.rs`): a second panic from a
+    // destructor would abort. Its base reports the kill when the unwind
+    // arrives.
+    if cur.ext.deferred_exit.get() && !(cur.ext.cancelled.get() && std::thread::panicking()) {
+        cur.ext.deferred_exit.set(false);
+        cur.ext.cancelled.set(false);
         greenlet::raise(cur.ext.deferred_error.take());
     }
 }

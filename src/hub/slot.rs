@@ -47,6 +47,9 @@ pub(crate) struct Slot {
     /// call, whose C frames must not be unwound): raised at the next park,
     /// or reported as the greenlet's result if it returns first.
     pub(crate) deferred_exit: Cell<bool>,
+    /// A patched sleep reported the deferred kill as `ECANCELED`; its
+    /// caller may be unwinding from it (see `scheduler::raise_deferred_exit`).
+    pub(crate) cancelled: Cell<bool>,
     /// The error of a deferred kill with an error (`kill_with`), raised as
     /// `ThrownError` instead of `GreenletExit`.
     pub(crate) deferred_error: RefCell<Option<crate::error::Error>>,

@@ -290,6 +290,15 @@ where
                     Ok(t) => Err(t.0),
                     Err(_) => Err(Error::Killed),
                 },
+                // Killed inside a patched libc call, whose caller panicked
+                // at the `ECANCELED` it got (std's `thread::sleep` does):
+                // that unwind is the kill's.
+                Err(_) if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) => {
+                    greenlet::with_current(|c| c.ext.cancelled.set(false));
+                    LAST_PANIC.with(|l| l.borrow_mut().take());
+                    Err(greenlet::with_current(|c| c.ext.deferred_error.take())
+                        .unwrap_or(Error::Killed))
+                }
                 Err(p) => {
                     let message = LAST_PANIC
                         .with(|l| l.borrow_mut().take())

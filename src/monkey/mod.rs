@@ -45,9 +45,13 @@
 //! next greenhouse blocking call; if the greenlet returns first, its join
 //! still reports [`Error::Killed`](crate::Error::Killed). Code that
 //! propagates IO errors (`?`) therefore ends at once. Code that ignores
-//! the error and keeps calling patched functions keeps running, like a
-//! gevent greenlet that catches `GreenletExit`: a `loop` of
-//! `std::thread::sleep` cannot be killed (use `greenhouse::sleep` there).
+//! the error and keeps calling patched socket functions keeps running,
+//! like a gevent greenlet that catches `GreenletExit`, until its next
+//! sleep: a killed greenlet's `nanosleep`, `clock_nanosleep` and `usleep`
+//! fail with `ECANCELED` without sleeping, std's `thread::sleep` panics on
+//! that error (it expects only `EINTR`), and that ordinary Rust unwind
+//! ends the greenlet as killed, its destructors run. So a `loop` of
+//! `std::thread::sleep` dies at once when killed.
 //!
 //! # Examples
 //!
@@ -76,6 +80,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod accept;
 mod dns;
 mod poll;
 mod real;
@@ -132,6 +137,7 @@ static PATCHED: AtomicBool = AtomicBool::new(false);
 /// ```
 pub fn patch_all() {
     socket::keep();
+    accept::keep();
     poll::keep();
     sleep::keep();
     dns::keep();

@@ -70,7 +70,6 @@ real! {
     fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t = -1;
     fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = -1;
     fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = -1;
-    fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int = -1;
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int = -1;
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int = -1;
     fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int = -1;

@@ -1,10 +1,20 @@
 //! Sleep hooks: `nanosleep`, `clock_nanosleep` (std's `thread::sleep`),
 //! `usleep` and `sleep`. Inside a greenlet they park on a hub timer.
 //!
-//! An expired [`Timeout`](crate::Timeout) or a kill ends the sleep early
-//! and the call reports success (the scope records that it fired; the kill
-//! is raised at the next park). Reporting `EINTR` instead would make
-//! callers such as std's `thread::sleep` retry the remaining time forever.
+//! An expired [`Timeout`](crate::Timeout) ends the sleep early and the call
+//! reports success (the scope records that it fired). Reporting `EINTR`
+//! instead would make callers such as std's `thread::sleep` retry the
+//! remaining time forever.
+//!
+//! A kill (during the sleep, or pending from an earlier patched call) makes
+//! `nanosleep`, `clock_nanosleep` and `usleep` fail with `ECANCELED`
+//! without sleeping. std's `thread::sleep` treats any error but `EINTR` as
+//! a bug and panics; that panic is an ordinary Rust unwind from std's own
+//! frame, so a `thread::sleep` loop in a killed greenlet unwinds at its
+//! next sleep (destructors run) and the greenlet ends as killed (its base
+//! recognizes the pending kill). A C caller sees the error. `sleep(3)`,
+//! which can only answer with the seconds left (and whose callers loop on
+//! that), still sleeps and reports success.
 //! Invalid arguments and clocks other than the real-time, monotonic and
 //! boot-time clocks go to libc, which reports them as it always does.
 
@@ -42,24 +52,52 @@ unsafe fn duration(t: *const timespec) -> Option<Duration> {
     Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
 }
 
-/// Sleeps `d` cooperatively, leaving errno as it was (a successful sleep
-/// does not touch it); false if that is impossible here (nothing else
-/// could ever run: the caller then sleeps in libc, as unpatched).
-fn park_for(d: Duration) -> bool {
+/// How a cooperative sleep ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slept {
+    /// It slept (or a `Timeout` ended it early): report success.
+    Done,
+    /// The greenlet was killed, now or by an earlier patched call: report
+    /// `ECANCELED` (the kill stays deferred).
+    Killed,
+    /// Impossible here (nothing else could ever run): sleep in libc.
+    Impossible,
+}
+
+/// Sleeps `d` cooperatively, leaving errno as it was. With `cancellable`,
+/// a pending kill ends it at once, and a kill during it is reported.
+fn park_for(d: Duration, cancellable: bool) -> Slept {
+    let killed = || {
+        crate::greenlet::with_current(|c| {
+            let pending = c.ext.deferred_exit.get();
+            if pending {
+                c.ext.cancelled.set(true);
+            }
+            pending
+        })
+    };
+    if cancellable && killed() {
+        return Slept::Killed;
+    }
     let saved = errno();
     let slept = if d.is_zero() {
-        // A kill raised by the yield is deferred like any other.
-        let _ = super::guarded(crate::hub::scheduler::yield_now);
-        true
+        match super::guarded(crate::hub::scheduler::yield_now) {
+            Err(Waited::Killed) => Slept::Killed,
+            _ => Slept::Done,
+        }
     } else {
-        let until = Instant::now().checked_add(d);
-        !matches!(
-            super::sleep_until(until),
-            Waited::Woke(Woke::Deadlock) | Waited::Unsupported
-        )
+        match super::sleep_until(Instant::now().checked_add(d)) {
+            Waited::Woke(Woke::Deadlock) | Waited::Unsupported => Slept::Impossible,
+            Waited::Killed => Slept::Killed,
+            Waited::Woke(_) => Slept::Done,
+        }
     };
     set_errno(saved);
-    slept
+    match slept {
+        Slept::Killed if cancellable && killed() => Slept::Killed,
+        Slept::Killed => Slept::Done,
+        s => s,
+    }
 }
 
 /// Hooked `nanosleep(2)`.
@@ -71,8 +109,13 @@ unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_in
     if cooperative() {
         // SAFETY: `req` is null or readable (libc's contract).
         if let Some(d) = unsafe { duration(req) } {
-            if park_for(d) {
-                return 0;
+            match park_for(d, true) {
+                Slept::Done => return 0,
+                Slept::Killed => {
+                    set_errno(libc::ECANCELED);
+                    return -1;
+                }
+                Slept::Impossible => {}
             }
         }
     }
@@ -120,8 +163,10 @@ unsafe extern "C" fn clock_nanosleep(
             }
         });
         if let Some(d) = d {
-            if park_for(d) {
-                return 0;
+            match park_for(d, true) {
+                Slept::Done => return 0,
+                Slept::Killed => return libc::ECANCELED,
+                Slept::Impossible => {}
             }
         }
     }
@@ -135,8 +180,15 @@ unsafe extern "C" fn clock_nanosleep(
 /// None beyond libc's (there are no pointers).
 #[unsafe(no_mangle)]
 unsafe extern "C" fn usleep(usec: c_uint) -> c_int {
-    if cooperative() && park_for(Duration::from_micros(u64::from(usec))) {
-        return 0;
+    if cooperative() {
+        match park_for(Duration::from_micros(u64::from(usec)), true) {
+            Slept::Done => return 0,
+            Slept::Killed => {
+                set_errno(libc::ECANCELED);
+                return -1;
+            }
+            Slept::Impossible => {}
+        }
     }
     // SAFETY: the caller's argument, unchanged.
     unsafe { real::usleep(usec) }
@@ -148,7 +200,7 @@ unsafe extern "C" fn usleep(usec: c_uint) -> c_int {
 /// None beyond libc's (there are no pointers).
 #[unsafe(no_mangle)]
 unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
-    if cooperative() && park_for(Duration::from_secs(u64::from(secs))) {
+    if cooperative() && park_for(Duration::from_secs(u64::from(secs)), false) == Slept::Done {
         return 0;
     }
     // SAFETY: the caller's argument, unchanged.

@@ -1,5 +1,5 @@
 //! Socket hooks: the receive and send families, `read`/`write`/`readv`/
-//! `writev` on sockets, `accept`/`accept4` and `connect`.
+//! `writev` on sockets, and `connect` (`accept` is in `accept.rs`).
 //!
 //! Inside a greenlet every transfer is first tried with `MSG_DONTWAIT`, so
 //! the common case (data there, buffer space free) costs nothing extra.
@@ -36,8 +36,6 @@ pub(super) fn keep() {
         write as *const (),
         readv as *const (),
         writev as *const (),
-        accept as *const (),
-        accept4 as *const (),
         connect as *const (),
         __recv_chk as *const (),
         __recvfrom_chk as *const (),
@@ -48,20 +46,20 @@ pub(super) fn keep() {
 }
 
 /// True for the errors that mean "would block".
-fn would_block(e: c_int) -> bool {
+pub(super) fn would_block(e: c_int) -> bool {
     e == EAGAIN || e == EWOULDBLOCK
 }
 
 /// The code made this fd non-blocking itself (or it is not an fd at all):
 /// its calls must not wait.
-fn user_nonblocking(fd: c_int) -> bool {
+pub(super) fn user_nonblocking(fd: c_int) -> bool {
     // SAFETY: F_GETFL takes no argument and only reads the fd's flags.
     let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     fl < 0 || fl & libc::O_NONBLOCK != 0
 }
 
 /// When the socket's own `SO_RCVTIMEO`/`SO_SNDTIMEO` runs out, if set.
-fn socket_deadline(fd: c_int, interest: Interest) -> Option<Instant> {
+pub(super) fn socket_deadline(fd: c_int, interest: Interest) -> Option<Instant> {
     let opt = match interest {
         Interest::Read => libc::SO_RCVTIMEO,
         Interest::Write => libc::SO_SNDTIMEO,
@@ -124,7 +122,7 @@ pub(super) fn ready_now(fd: c_int, events: i16) -> bool {
 /// Blocks the thread until `fd` is ready or `deadline` passes, as the
 /// unpatched call would (the fallback when the reactor cannot watch it).
 /// Returns false if the deadline passed.
-fn block_until_ready(fd: c_int, interest: Interest, deadline: Option<Instant>) -> bool {
+pub(super) fn block_until_ready(fd: c_int, interest: Interest, deadline: Option<Instant>) -> bool {
     let events = match interest {
         Interest::Read => libc::POLLIN,
         Interest::Write => libc::POLLOUT,
@@ -561,56 +559,6 @@ unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssiz
     );
     // SAFETY: the caller's arguments, unchanged.
     or_not_socket(r, saved, || unsafe { real::writev(fd, iov, iovcnt) })
-}
-
-/// Hooked `accept4(2)`: parks until a connection is pending, then accepts
-/// it with libc's call (which returns at once on a ready listener).
-///
-/// # Safety
-/// libc's contract for `accept4`.
-#[unsafe(no_mangle)]
-unsafe extern "C" fn accept4(
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> c_int {
-    if cooperative() && !user_nonblocking(fd) {
-        let saved = errno();
-        let mut deadline = None;
-        let mut first = true;
-        while !ready_now(fd, libc::POLLIN) {
-            if first {
-                deadline = socket_deadline(fd, Interest::Read);
-                first = false;
-            }
-            let w = wait_fd(fd, Interest::Read, deadline);
-            if let Some(e) = wait_errno(w) {
-                set_errno(e);
-                return -1;
-            }
-            if w == Waited::Unsupported {
-                break; // let libc's call block, as unpatched
-            }
-        }
-        set_errno(saved);
-    }
-    // SAFETY: the caller's arguments, unchanged.
-    unsafe { real::accept4(fd, addr, len, flags) }
-}
-
-/// Hooked `accept(2)`: as [`accept4`] with no flags.
-///
-/// # Safety
-/// libc's contract for `accept`.
-#[unsafe(no_mangle)]
-unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !cooperative() {
-        // SAFETY: the caller's arguments, unchanged.
-        return unsafe { real::accept(fd, addr, len) };
-    }
-    // SAFETY: the caller's arguments; flags 0 is plain `accept`.
-    unsafe { accept4(fd, addr, len, 0) }
 }
 
 /// Sets or clears `O_NONBLOCK` (the flags word is the one read before).
