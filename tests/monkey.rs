@@ -828,3 +828,247 @@ fn std_unix_listener_accepts_cooperatively() -> io::Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// C source for [`c_select_and_epoll_loops_park_only_their_greenlet`]: a
+/// library that waits with `select`, and one that runs its own epoll loop.
+const C_WAITERS: &str = r#"
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <unistd.h>
+
+/* Waits up to `ms` for `fd` with select; then reads a byte. */
+int c_select_read(int fd, int ms) {
+    fd_set r;
+    FD_ZERO(&r);
+    FD_SET(fd, &r);
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    int n = select(fd + 1, &r, 0, 0, &tv);
+    if (n != 1 || !FD_ISSET(fd, &r)) return -10 - n;
+    char c;
+    return read(fd, &c, 1) == 1 ? c : -3;
+}
+
+/* Its own event loop: an epoll set with the fd, waited on until it is
+   readable (short waits in a loop, as event loops do); reads a byte. */
+int c_epoll_read(int fd, int ms) {
+    int ep = epoll_create1(0);
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    struct epoll_event out[4];
+    int waited = 0, n = 0;
+    while (waited < ms && (n = epoll_wait(ep, out, 4, 50)) == 0) waited += 50;
+    close(ep);
+    if (n != 1 || out[0].data.fd != fd) return -20 - n;
+    char c;
+    return read(fd, &c, 1) == 1 ? c : -3;
+}
+"#;
+
+/// Builds `src` into a shared library and loads it; `None` (after saying
+/// so) where there is no C compiler.
+fn load_c_library(name: &str, src: &str) -> Option<*mut libc::c_void> {
+    let dir = std::env::temp_dir().join(format!("greenhouse-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let (c, lib) = (dir.join("lib.c"), dir.join("lib.so"));
+    std::fs::write(&c, src).ok()?;
+    let built = std::process::Command::new("gcc")
+        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&c)
+        .status();
+    if !matches!(built, Ok(s) if s.success()) {
+        eprintln!("SKIPPED: no working gcc ({built:?}); the C library test did not run");
+        return None;
+    }
+    let path = std::ffi::CString::new(lib.to_str().unwrap()).unwrap();
+    // SAFETY: loading the library just built; it has no constructors.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
+    assert!(!handle.is_null(), "dlopen failed");
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(handle)
+}
+
+#[test]
+fn c_select_and_epoll_loops_park_only_their_greenlet() -> io::Result<()> {
+    setup();
+    let Some(handle) = load_c_library("waiters", C_WAITERS) else {
+        return Ok(());
+    };
+    type Wait = unsafe extern "C" fn(libc::c_int, libc::c_int) -> libc::c_int;
+    // SAFETY: the symbols exist in the library above with this C type.
+    let (c_select, c_epoll): (Wait, Wait) = unsafe {
+        (
+            std::mem::transmute::<*mut libc::c_void, Wait>(libc::dlsym(
+                handle,
+                c"c_select_read".as_ptr(),
+            )),
+            std::mem::transmute::<*mut libc::c_void, Wait>(libc::dlsym(
+                handle,
+                c"c_epoll_read".as_ptr(),
+            )),
+        )
+    };
+    let inside = Overlap::default();
+    let mut peers = Vec::new();
+    let waiters: Vec<_> = (0..100)
+        .map(|i| {
+            let (a, b) = UnixStream::pair().unwrap();
+            peers.push(b);
+            let s = inside.clone();
+            spawn(move || {
+                s.enter();
+                let f = if i % 2 == 0 { c_select } else { c_epoll };
+                // SAFETY: a valid fd and a timeout in milliseconds.
+                let r = unsafe { f(a.as_raw_fd(), 60_000) };
+                s.leave();
+                r
+            })
+        })
+        .collect();
+    let ticks = Rc::new(Cell::new(0u32));
+    let t = ticks.clone();
+    let ticker = spawn(move || {
+        loop {
+            greenhouse::sleep(Duration::from_millis(1));
+            t.set(t.get() + 1);
+        }
+    });
+    // Every waiter is inside its C call, and the hub keeps ticking.
+    while inside.now.get() < 100 || ticks.get() < 20 {
+        greenhouse::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(inside.now.get(), 100, "all 100 still inside their C calls");
+    for (i, mut p) in peers.into_iter().enumerate() {
+        p.write_all(&[b'a' + (i % 26) as u8])?;
+    }
+    for (i, r) in joinall(waiters).into_iter().enumerate() {
+        assert_eq!(r.unwrap(), i32::from(b'a' + (i % 26) as u8), "waiter {i}");
+    }
+    assert_eq!(inside.peak.get(), 100);
+    ticker.kill().unwrap();
+    Ok(())
+}
+
+#[test]
+fn select_ppoll_pselect_and_epoll_wait_follow_libc() -> io::Result<()> {
+    setup();
+    let (a, mut b) = UnixStream::pair()?;
+    let fd = a.as_raw_fd();
+    let others = Rc::new(Cell::new(0u32));
+    let o = others.clone();
+    let busy = spawn(move || {
+        loop {
+            greenhouse::sleep(Duration::from_millis(1));
+            o.set(o.get() + 1);
+        }
+    });
+    // select with a timeout and nothing ready: 0, the set cleared, the
+    // timeout updated to what is left (0), and others ran meanwhile.
+    let g = spawn(move || {
+        // SAFETY: fd_set and timeval are plain data; fd < FD_SETSIZE.
+        unsafe {
+            let mut r: libc::fd_set = std::mem::zeroed();
+            libc::FD_SET(fd, &mut r);
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 30_000,
+            };
+            let n = libc::select(
+                fd + 1,
+                &mut r,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut tv,
+            );
+            (n, libc::FD_ISSET(fd, &r), tv.tv_sec, tv.tv_usec)
+        }
+    });
+    let before = others.get();
+    assert_eq!(g.join().unwrap(), (0, false, 0, 0));
+    assert!(others.get() > before, "the hub ran others during select");
+    // Invalid arguments are libc's business: EBADF for a closed fd.
+    // fd 900: inside the fd table (the dup2 grew it), closed, and too high
+    // for lowest-first allocation by tests running alongside to reuse it.
+    let closed = {
+        let (x, _y) = UnixStream::pair()?;
+        // SAFETY: dup2 onto a free high number, then close that number.
+        unsafe {
+            assert_eq!(libc::dup2(x.as_raw_fd(), 900), 900);
+            libc::close(900);
+        }
+        900
+    };
+    let g = spawn(move || {
+        // SAFETY: as above; `closed` is a closed fd below FD_SETSIZE.
+        unsafe {
+            let mut r: libc::fd_set = std::mem::zeroed();
+            libc::FD_SET(closed, &mut r);
+            let mut tv = libc::timeval {
+                tv_sec: 1,
+                tv_usec: 0,
+            };
+            let n = libc::select(
+                closed + 1,
+                &mut r,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut tv,
+            );
+            (n, io::Error::last_os_error().raw_os_error())
+        }
+    });
+    assert_eq!(g.join().unwrap(), (-1, Some(libc::EBADF)));
+    // ppoll, pselect (with a signal mask) and epoll_pwait park until data
+    // comes; each sees it exactly as libc reports it.
+    let parked_before = parked_calls();
+    let g = spawn(move || {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let tmo = libc::timespec {
+            tv_sec: 60,
+            tv_nsec: 0,
+        };
+        // SAFETY: one valid pollfd, a valid timeout, no mask.
+        let n1 = unsafe { libc::ppoll(&mut p, 1, &tmo, std::ptr::null()) };
+        // SAFETY: plain data; an empty signal mask.
+        let n2 = unsafe {
+            let mut r: libc::fd_set = std::mem::zeroed();
+            libc::FD_SET(fd, &mut r);
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut mask);
+            libc::pselect(
+                fd + 1,
+                &mut r,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &tmo,
+                &mask,
+            )
+        };
+        // SAFETY: a new epoll set with the fd; a buffer of 4 events.
+        let n3 = unsafe {
+            let ep = libc::epoll_create1(0);
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 7,
+            };
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev);
+            let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut mask);
+            let n = libc::epoll_pwait(ep, out.as_mut_ptr(), 4, 60_000, &mask);
+            libc::close(ep);
+            (n, out[0].u64)
+        };
+        (n1, p.revents & libc::POLLIN != 0, n2, n3)
+    });
+    greenhouse::sleep(Duration::from_millis(20));
+    b.write_all(b"x")?;
+    assert_eq!(g.join().unwrap(), (1, true, 1, (1, 7)));
+    assert!(parked_calls() > parked_before, "the first wait parked");
+    busy.kill().unwrap();
+    Ok(())
+}

@@ -111,6 +111,9 @@ const CLOSED_FLAGS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) a
 /// How many events one wait can return.
 const MAX_EVENTS: usize = 1024;
 
+/// The kernel's signal set size, for the system calls that take a mask.
+const SIGSET_SIZE: libc::size_t = 8;
+
 /// One `epoll_pwait2` (nanosecond timeout) on `epfd` into `buf`; falls
 /// back to `epoll_wait` (milliseconds, rounded up) where the kernel lacks
 /// it. An interrupted wait reports no events.
@@ -131,16 +134,19 @@ fn epoll_wait(
         let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
         // SAFETY: `epfd` is a live epoll fd (borrowed); `buf` has room for
         // `max` events, which the kernel writes; `tsp` is null or a valid
-        // timespec; no signal mask.
+        // timespec; no signal mask. The system call itself, not libc's
+        // symbol, which the `monkey` feature interposes.
         n = unsafe {
-            libc::epoll_pwait2(
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
                 epfd.as_raw_fd(),
                 buf.as_mut_ptr(),
                 max,
                 tsp,
-                std::ptr::null(),
+                std::ptr::null::<libc::sigset_t>(),
+                SIGSET_SIZE,
             )
-        };
+        } as c_int;
         if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
             NO_PWAIT2.store(true, Ordering::Relaxed);
         }
@@ -150,8 +156,19 @@ fn epoll_wait(
             let ms = t.as_nanos().div_ceil(1_000_000);
             c_int::try_from(ms).unwrap_or(c_int::MAX)
         });
-        // SAFETY: as above: a live epoll fd and room for `max` events.
-        n = unsafe { libc::epoll_wait(epfd.as_raw_fd(), buf.as_mut_ptr(), max, ms) };
+        // SAFETY: as above: a live epoll fd, room for `max` events, no
+        // signal mask; the system call, not the interposed symbol.
+        n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait,
+                epfd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                max,
+                ms,
+                std::ptr::null::<libc::sigset_t>(),
+                SIGSET_SIZE,
+            )
+        } as c_int;
     }
     if n < 0 {
         let e = io::Error::last_os_error();
@@ -329,10 +346,19 @@ impl Reactor {
         };
         // SAFETY: one valid pollfd, a zero timeout, no signal mask; the fd
         // is open (module invariant). Errors and hang-ups count as ready:
-        // the next operation will report them. `ppoll`, not `poll`: the
-        // `monkey` feature interposes `poll`, and the runtime's own calls
-        // must not go through its hooks.
-        let n = unsafe { libc::ppoll(&mut pfd, 1, &zero, std::ptr::null()) };
+        // the next operation will report them. The system call itself: the
+        // `monkey` feature interposes libc's `poll` and `ppoll`, and the
+        // runtime's own calls must not go through its hooks.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_ppoll,
+                &mut pfd,
+                1 as libc::nfds_t,
+                &zero,
+                std::ptr::null::<libc::sigset_t>(),
+                SIGSET_SIZE,
+            )
+        };
         n > 0 && pfd.revents != 0
     }
 

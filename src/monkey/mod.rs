@@ -9,7 +9,8 @@
 //! # How
 //!
 //! The binary itself defines the libc functions that blocking code reaches
-//! (`recv`, `send`, `read`, `write`, `accept4`, `connect`, `poll`,
+//! (`recv`, `send`, `read`, `write`, `accept4`, `connect`, `poll`, `select`,
+//! `epoll_wait`,
 //! `clock_nanosleep`, `getaddrinfo`, … — see `ARCHITECTURE.md` for the full
 //! list). A definition in the executable wins over libc's for every call the
 //! executable makes, so std's calls land in these hooks. Each hook asks one
@@ -23,7 +24,9 @@
 //!   then tries again. `SO_RCVTIMEO`/`SO_SNDTIMEO` are honoured (the call
 //!   then fails with `EAGAIN`, as it would unpatched), a blocking `send`
 //!   still sends everything, and `MSG_WAITALL` still waits for all of it;
-//! - `poll` with a timeout parks until one of its fds is ready;
+//! - `poll`, `ppoll`, `select`, `pselect` and `epoll_wait` (and its
+//!   `pwait` siblings) with a timeout park until one of their fds is ready
+//!   (a C library's own epoll loop parks its greenlet, not the hub);
 //! - the sleeps park on a timer;
 //! - `getaddrinfo` for a host name runs on the
 //!   [thread pool](crate::threadpool) while the greenlet parks.
@@ -82,8 +85,10 @@
 
 mod accept;
 mod dns;
+mod epoll;
 mod poll;
 mod real;
+mod select;
 mod sleep;
 mod socket;
 
@@ -138,6 +143,8 @@ static PATCHED: AtomicBool = AtomicBool::new(false);
 pub fn patch_all() {
     socket::keep();
     accept::keep();
+    select::keep();
+    epoll::keep();
     poll::keep();
     sleep::keep();
     dns::keep();

@@ -25,8 +25,8 @@ pub(super) fn keep() {
 const READ_EVENTS: i16 = libc::POLLIN | libc::POLLRDNORM | libc::POLLRDHUP;
 const WRITE_EVENTS: i16 = libc::POLLOUT | libc::POLLWRNORM;
 
-/// What a parked `poll` waits on.
-enum Target {
+/// What a parked `poll` (or `select`, `ppoll`, `epoll_wait`) waits on.
+pub(super) enum Target {
     /// One fd, for reading or for writing.
     One(RawFd, Interest),
     /// A private epoll fd holding all of them (closed on drop).
@@ -46,7 +46,7 @@ impl Drop for Target {
 
 /// Chooses what to wait on; `None` if the fds cannot be watched (then the
 /// hook lets libc's `poll` block, as unpatched).
-fn target(fds: &[pollfd]) -> Option<Target> {
+pub(super) fn target(fds: &[pollfd]) -> Option<Target> {
     let live: Vec<&pollfd> = fds.iter().filter(|p| p.fd >= 0).collect();
     if live.is_empty() {
         return Some(Target::Nothing);
@@ -100,6 +100,89 @@ unsafe fn probe(fds: *mut pollfd, nfds: nfds_t) -> c_int {
     unsafe { real::poll(fds, nfds, 0) }
 }
 
+/// How a cooperative wait inside a readiness hook ended.
+pub(super) enum Parked {
+    /// Return this (errno is set: libc's, or the saved one on success).
+    Done(c_int),
+    /// It cannot wait cooperatively: call libc's blocking function with
+    /// the time left until this deadline.
+    Block(Option<Instant>),
+}
+
+/// The wait loop of every readiness hook (`poll`, `ppoll`, `select`,
+/// `pselect`, `epoll_wait`...): park on `target` until `until`, and after
+/// every wake-up ask `probe` (libc's own call with a zero timeout) again,
+/// so the result is always libc's. With `step`, the park never lasts
+/// longer than that (the caller passed a signal mask: a signal it lets
+/// through is seen at the next probe).
+pub(super) fn park_loop(
+    target: &Target,
+    until: Option<Instant>,
+    step: Option<Duration>,
+    saved: c_int,
+    mut probe: impl FnMut() -> c_int,
+) -> Parked {
+    loop {
+        let wake = match (until, step) {
+            (u, Some(s)) => {
+                let next = Instant::now() + s;
+                Some(u.map_or(next, |u| u.min(next)))
+            }
+            (u, None) => u,
+        };
+        let w = match *target {
+            Target::One(fd, interest) => wait_fd(fd, interest, wake),
+            Target::Set(ep) => wait_fd(ep, Interest::Read, wake),
+            Target::Nothing => super::sleep_until(wake),
+        };
+        match w {
+            Waited::Woke(Woke::Ready | Woke::Deadline) => {
+                let r = probe();
+                let timed_out = until.is_some_and(|d| Instant::now() >= d)
+                    || (matches!(target, Target::Nothing) && step.is_none());
+                if r != 0 || timed_out {
+                    if r >= 0 {
+                        set_errno(saved);
+                    }
+                    return Parked::Done(r);
+                }
+            }
+            Waited::Unsupported | Waited::Woke(Woke::Deadlock) => {
+                set_errno(saved);
+                return Parked::Block(until);
+            }
+            Waited::Woke(Woke::TimedOut) | Waited::Killed => {
+                set_errno(wait_errno(w).unwrap_or(libc::EINTR));
+                return Parked::Done(-1);
+            }
+        }
+    }
+}
+
+/// Milliseconds left until `until` for a blocking call (`-1`: forever).
+pub(super) fn ms_left(until: Option<Instant>) -> c_int {
+    match until {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now()).as_millis();
+            c_int::try_from(left).unwrap_or(c_int::MAX)
+        }
+    }
+}
+
+/// The fds of a `pollfd` array (empty for a null pointer or none).
+///
+/// # Safety
+/// `fds` is null or points at `nfds` readable entries.
+pub(super) unsafe fn pollfds<'a>(fds: *const pollfd, nfds: nfds_t) -> &'a [pollfd] {
+    if nfds == 0 || fds.is_null() {
+        &[]
+    } else {
+        // SAFETY: `nfds` valid entries (caller); only read.
+        unsafe { std::slice::from_raw_parts(fds, nfds as usize) }
+    }
+}
+
 /// Hooked `poll(2)`.
 ///
 /// # Safety
@@ -121,55 +204,17 @@ unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_i
     } else {
         deadline(Some(Duration::from_millis(timeout as u64)))
     };
-    let all: &[pollfd] = if nfds == 0 || fds.is_null() {
-        &[]
-    } else {
-        // SAFETY: `nfds` valid entries (libc's contract); only read here.
-        unsafe { std::slice::from_raw_parts(fds, nfds as usize) }
-    };
-    let Some(target) = target(all) else {
+    // SAFETY: libc's contract for `poll`.
+    let Some(target) = target(unsafe { pollfds(fds, nfds) }) else {
         set_errno(saved);
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real::poll(fds, nfds, timeout) };
     };
-    loop {
-        let w = match target {
-            Target::One(fd, interest) => wait_fd(fd, interest, until),
-            Target::Set(ep) => wait_fd(ep, Interest::Read, until),
-            Target::Nothing => super::sleep_until(until),
-        };
-        match w {
-            Waited::Woke(Woke::Ready | Woke::Deadline) => {
-                // SAFETY: the caller's arguments.
-                let r = unsafe { probe(fds, nfds) };
-                let timed_out = w == Waited::Woke(Woke::Deadline)
-                    || matches!(target, Target::Nothing)
-                    || until.is_some_and(|d| Instant::now() >= d);
-                if r != 0 || timed_out {
-                    if r >= 0 {
-                        set_errno(saved);
-                    }
-                    return r;
-                }
-            }
-            Waited::Unsupported | Waited::Woke(Woke::Deadlock) => {
-                // Cannot wait cooperatively: block for the time left.
-                let ms = match until {
-                    None => -1,
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now()).as_millis();
-                        c_int::try_from(left).unwrap_or(c_int::MAX)
-                    }
-                };
-                set_errno(saved);
-                // SAFETY: the caller's arguments, with the time left.
-                return unsafe { real::poll(fds, nfds, ms) };
-            }
-            Waited::Woke(Woke::TimedOut) | Waited::Killed => {
-                set_errno(wait_errno(w).unwrap_or(libc::EINTR));
-                return -1;
-            }
-        }
+    // SAFETY: the caller's arguments.
+    match park_loop(&target, until, None, saved, || unsafe { probe(fds, nfds) }) {
+        Parked::Done(r) => r,
+        // SAFETY: the caller's arguments, with the time left.
+        Parked::Block(until) => unsafe { real::poll(fds, nfds, ms_left(until)) },
     }
 }
 

@@ -8,8 +8,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    addrinfo, c_char, c_int, c_uint, c_void, clockid_t, iovec, msghdr, nfds_t, pollfd, size_t,
-    sockaddr, socklen_t, ssize_t, timespec,
+    addrinfo, c_char, c_int, c_uint, c_void, clockid_t, epoll_event, fd_set, iovec, msghdr, nfds_t,
+    pollfd, sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval,
 };
 
 /// The address of libc's `name` (NUL-terminated), cached in `slot`.
@@ -92,4 +92,27 @@ real! {
     ) -> ssize_t = -1;
     fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t = -1;
     fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int = -1;
+    fn ppoll(
+        fds: *mut pollfd, nfds: nfds_t, tmo: *const timespec, sigmask: *const sigset_t,
+    ) -> c_int = -1;
+    fn __ppoll_chk(
+        fds: *mut pollfd, nfds: nfds_t, tmo: *const timespec, sigmask: *const sigset_t,
+        fdslen: size_t,
+    ) -> c_int = -1;
+    fn select(
+        nfds: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, tv: *mut timeval,
+    ) -> c_int = -1;
+    fn pselect(
+        nfds: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, tmo: *const timespec,
+        sigmask: *const sigset_t,
+    ) -> c_int = -1;
+    fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int) -> c_int = -1;
+    fn epoll_pwait(
+        epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int,
+        sigmask: *const sigset_t,
+    ) -> c_int = -1;
+    fn epoll_pwait2(
+        epfd: c_int, events: *mut epoll_event, maxevents: c_int, tmo: *const timespec,
+        sigmask: *const sigset_t,
+    ) -> c_int = -1;
 }

@@ -114,8 +114,8 @@ pub(super) fn ready_now(fd: c_int, events: i16) -> bool {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: one valid pollfd and a zero timeout; `ppoll` is not hooked.
-    let n = unsafe { libc::ppoll(&raw mut p, 1, &raw const zero, std::ptr::null()) };
+    // SAFETY: one valid pollfd and a zero timeout; libc's own `ppoll`.
+    let n = unsafe { real::ppoll(&raw mut p, 1, &raw const zero, std::ptr::null()) };
     n != 0
 }
 
