@@ -1,11 +1,14 @@
 //! A one-thread echo server: a `StreamServer` with one greenlet per
-//! connection, each echoing bytes back until the client closes.
+//! connection, each echoing bytes back until the client closes. Ctrl-C
+//! (or SIGTERM) stops it gracefully: no new connections, and the open
+//! ones get 5 s to finish.
 //!
 //! ```text
 //! cargo run --release --example echo_server -- [--addr 127.0.0.1:8080]
 //! ```
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use greenhouse::net::{StreamServer, TcpStream};
 
@@ -43,8 +46,18 @@ fn main() -> io::Result<()> {
         }
     }
     let server = StreamServer::bind(addr.as_str(), |conn, _| echo(conn))?;
+    let mut stoppers = Vec::new();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let s = server.clone();
+        stoppers.push(greenhouse::signal::handler(sig, move || {
+            println!("signal {sig}: stopping (open connections get 5 s)");
+            let _ = s.stop(Some(Duration::from_secs(5)));
+        })?);
+    }
     println!("echo server listening on {}", server.local_addr());
-    server.serve_forever()
+    server.serve_forever()?;
+    println!("stopped");
+    Ok(())
 }
 
 #[test]

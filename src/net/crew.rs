@@ -33,6 +33,8 @@ pub(super) struct Crew {
     finished: WaitList,
     pub(super) running: Cell<bool>,
     stopped: Cell<bool>,
+    /// A `stop` is under way (waiting for or killing the handlers).
+    stopping: Cell<bool>,
     /// Why the loop ended, if it failed.
     failure: RefCell<Option<io::Error>>,
     in_a_row: Cell<usize>,
@@ -118,9 +120,11 @@ impl Crew {
         self.handlers.borrow_mut().insert(id, h);
     }
 
-    /// Waits until the loop has ended (starting it is the caller's).
+    /// Waits until the loop has ended and, if a `stop` ended it, until that
+    /// `stop` is done: the handlers finished or were killed (gevent's
+    /// `serve_forever` returns only then too). Starting it is the caller's.
     pub(super) fn wait_finished(&self) -> io::Result<()> {
-        while self.running.get() {
+        while self.running.get() || self.stopping.get() {
             match self
                 .finished
                 .wait(None, WaitingOn::Primitive("server: handlers to finish"))
@@ -146,7 +150,17 @@ impl Crew {
         timeout: Option<Duration>,
         after_loop: impl FnOnce(),
     ) -> io::Result<()> {
+        /// Ends the `stop` on every path, waking `wait_finished`.
+        struct Stopping<'a>(&'a Crew);
+        impl Drop for Stopping<'_> {
+            fn drop(&mut self) {
+                self.0.stopping.set(false);
+                self.0.finished.wake_all_now();
+            }
+        }
         self.stopped.set(true);
+        self.stopping.set(true);
+        let _stopping = Stopping(self);
         let looper = self.looper.borrow_mut().take();
         if let Some(l) = looper {
             l.kill().map_err(io::Error::from)?;

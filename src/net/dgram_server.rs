@@ -161,7 +161,9 @@ impl DatagramServer {
             })
     }
 
-    /// Starts (if needed) and waits until the server is stopped.
+    /// Starts (if needed) and waits until the server is stopped: the
+    /// receive loop has ended and, when [`stop`](Self::stop) ended it, that
+    /// `stop` is done too (its handlers finished or were killed).
     ///
     /// # Errors
     /// The error that ended the receive loop, if it failed on its own;

@@ -153,7 +153,10 @@ impl StreamServer {
             })
     }
 
-    /// Starts (if needed) and waits until the server is stopped.
+    /// Starts (if needed) and waits until the server is stopped: the
+    /// accept loop has ended and, when [`stop`](Self::stop) ended it, that
+    /// `stop` is done too (its handlers finished or were killed), so a
+    /// graceful stop from a signal handler completes before this returns.
     ///
     /// # Errors
     /// The error that ended the accept loop, if it failed on its own;

@@ -393,6 +393,14 @@ macro_rules! queue_type {
                 self.core.get(deadline_in(timeout)).map_err(Woke::error)
             }
 
+            /// Like [`get_timeout`](Self::get_timeout), with its own
+            /// timeout passing as `Ok(None)` (an armed `Timeout` scope is
+            /// still an error).
+            #[allow(dead_code)]
+            pub(crate) fn get_own_timeout(&self, timeout: Duration) -> Result<Option<T>, Error> {
+                own_timeout(self.core.get(deadline_in(timeout)))
+            }
+
             /// Takes the next item without waiting.
             ///
             /// # Errors
