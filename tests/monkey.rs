@@ -1072,3 +1072,101 @@ fn select_ppoll_pselect_and_epoll_wait_follow_libc() -> io::Result<()> {
     busy.kill().unwrap();
     Ok(())
 }
+
+#[test]
+fn child_process_waits_park_only_their_greenlet() {
+    setup();
+    use std::process::{Command, Stdio};
+    // 100 children alive at once: each `cat` lives until main closes its
+    // stdin, which main does only once all 100 greenlets wait in
+    // `Child::wait`. A wait that blocked the thread would hang here.
+    let alive = Rc::new(Cell::new(0usize));
+    let stdins = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let waiters: Vec<_> = (0..100)
+        .map(|_| {
+            let (alive, stdins) = (alive.clone(), stdins.clone());
+            spawn(move || {
+                let mut child = Command::new("cat")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                stdins.borrow_mut().push(child.stdin.take().unwrap());
+                alive.set(alive.get() + 1);
+                let status = child.wait().unwrap();
+                alive.set(alive.get() - 1);
+                status.success()
+            })
+        })
+        .collect();
+    while alive.get() < 100 {
+        greenhouse::sleep(Duration::from_millis(1));
+    }
+    stdins.borrow_mut().clear(); // EOF: every cat exits
+    for r in joinall(waiters) {
+        assert!(r.unwrap());
+    }
+    // `status()` and `output()` overlap too (std's `output` reads the
+    // pipes with a patched `poll`, then waits).
+    let inside = Overlap::default();
+    let sleepers: Vec<_> = (0..100)
+        .map(|_| {
+            let s = inside.clone();
+            spawn(move || {
+                s.enter();
+                let st = Command::new("sleep").arg("0.2").status().unwrap();
+                s.leave();
+                st.success()
+            })
+        })
+        .collect();
+    let outputs: Vec<_> = (0..20)
+        .map(|i| {
+            spawn(move || {
+                Command::new("sh")
+                    .args(["-c", &format!("sleep 0.1; echo {i}")])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for r in joinall(sleepers) {
+        assert!(r.unwrap());
+    }
+    assert!(inside.peak.get() > 1, "the status() waits overlapped");
+    for (i, r) in joinall(outputs).into_iter().enumerate() {
+        let out = r.unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{i}\n"));
+    }
+}
+
+#[test]
+fn a_killed_child_wait_fails_with_ecanceled_and_waitid_works() {
+    setup();
+    use std::process::Command;
+    // Reaped below with waitid, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let g = spawn(move || {
+        let mut status = 0;
+        // SAFETY: waiting for our own child into a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        (r, io::Error::last_os_error().raw_os_error())
+    });
+    yield_now(); // it parks in waitpid
+    g.kill().unwrap();
+    assert_eq!(g.join().unwrap_err(), Error::Killed);
+    child.kill().unwrap();
+    // waitid reports the exit (a signal) as libc does.
+    let g = spawn(move || {
+        // SAFETY: a zeroed siginfo for waitid to fill.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED);
+            (r, info.si_pid(), info.si_code)
+        }
+    });
+    assert_eq!(g.join().unwrap(), (0, pid, libc::CLD_KILLED));
+}

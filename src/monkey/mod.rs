@@ -28,6 +28,8 @@
 //!   `pwait` siblings) with a timeout park until one of their fds is ready
 //!   (a C library's own epoll loop parks its greenlet, not the hub);
 //! - the sleeps park on a timer;
+//! - `waitpid`/`wait4`/`waitid` (std's `Child::wait`, `Command::status`
+//!   and `output`) park until the child changes state (on a `pidfd`);
 //! - `getaddrinfo` for a host name runs on the
 //!   [thread pool](crate::threadpool) while the greenlet parks.
 //!
@@ -91,6 +93,7 @@ mod real;
 mod select;
 mod sleep;
 mod socket;
+mod wait;
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -145,6 +148,7 @@ pub fn patch_all() {
     accept::keep();
     select::keep();
     epoll::keep();
+    wait::keep();
     poll::keep();
     sleep::keep();
     dns::keep();

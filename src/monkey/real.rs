@@ -8,8 +8,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    addrinfo, c_char, c_int, c_uint, c_void, clockid_t, epoll_event, fd_set, iovec, msghdr, nfds_t,
-    pollfd, sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval,
+    addrinfo, c_char, c_int, c_uint, c_void, clockid_t, epoll_event, fd_set, id_t, idtype_t, iovec,
+    msghdr, nfds_t, pid_t, pollfd, rusage, siginfo_t, sigset_t, size_t, sockaddr, socklen_t,
+    ssize_t, timespec, timeval,
 };
 
 /// The address of libc's `name` (NUL-terminated), cached in `slot`.
@@ -111,6 +112,8 @@ real! {
         epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int,
         sigmask: *const sigset_t,
     ) -> c_int = -1;
+    fn wait4(pid: pid_t, status: *mut c_int, options: c_int, usage: *mut rusage) -> pid_t = -1;
+    fn waitid(idtype: idtype_t, id: id_t, infop: *mut siginfo_t, options: c_int) -> c_int = -1;
     fn epoll_pwait2(
         epfd: c_int, events: *mut epoll_event, maxevents: c_int, tmo: *const timespec,
         sigmask: *const sigset_t,
