@@ -77,6 +77,7 @@ pub mod local;
 pub mod monkey;
 pub mod net;
 pub mod pool;
+pub mod process;
 pub mod signal;
 mod stack;
 pub mod sync;

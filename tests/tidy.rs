@@ -40,7 +40,9 @@ fn layer(module: &str) -> Option<u32> {
         "stack" => Some(0),
         "greenlet" => Some(1),
         "hub" => Some(2),
-        "net" | "generator" | "sync" | "pool" | "local" | "threadpool" | "signal" => Some(3),
+        "net" | "generator" | "sync" | "pool" | "local" | "threadpool" | "signal" | "process" => {
+            Some(3)
+        }
         "monkey" => Some(4),
         _ => None,
     }
@@ -218,6 +220,8 @@ fn unsafe_code_stays_in_the_listed_files() {
         "net/fd.rs",
         // sigaction, the self-pipe, the handler's write.
         "signal.rs",
+        // pidfd_open, the pipes' O_NONBLOCK.
+        "process.rs",
         "generator/yielder.rs",
         // The libc hooks: raw pointers from C callers, errno, dlsym.
         "monkey/mod.rs",

@@ -70,7 +70,7 @@ impl<T> Waitable for JoinHandle<T> {
 /// let (d, q2) = (done.clone(), q.clone());
 /// let _setter = spawn(move || {
 ///     q2.put(7).unwrap();
-///     sleep(Duration::from_millis(20));
+///     sleep(Duration::from_millis(300)); // long after the worker is done
 ///     d.set();
 /// });
 /// let objects: [&dyn Waitable; 3] = [&done, &q, &worker];
