@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 keep-alive "Hello, world!" server on one thread, for
 //! load generators such as `wrk`. Requests are parsed with `httparse`;
-//! pipelined requests are answered in order.
+//! pipelined requests are answered in order. Ctrl-C (or SIGTERM) stops
+//! it gracefully: open connections get 5 s to finish.
 //!
 //! ```text
 //! cargo run --release --example http_hello -- [--addr 127.0.0.1:8080]
@@ -8,6 +9,7 @@
 //! ```
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use greenhouse::net::{StreamServer, TcpStream};
 
@@ -100,8 +102,17 @@ fn main() -> io::Result<()> {
     let server = StreamServer::bind(addr.as_str(), |conn, _| {
         let _ = serve(conn);
     })?;
+    let mut stoppers = Vec::new();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let s = server.clone();
+        stoppers.push(greenhouse::signal::handler(sig, move || {
+            let _ = s.stop(Some(Duration::from_secs(5)));
+        })?);
+    }
     println!("http_hello listening on http://{}/", server.local_addr());
-    server.serve_forever()
+    server.serve_forever()?;
+    println!("stopped");
+    Ok(())
 }
 
 #[test]
