@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, epoll_event, sigset_t, timespec};
 
-use super::poll::{Parked, Target, ms_left, park_loop};
+use super::poll::{Parked, Target, ms_left, park_loop, timespec_left};
 use super::{cooperative, errno, real};
 use crate::hub::Interest;
 use crate::hub::watcher::deadline;
@@ -147,13 +147,7 @@ unsafe extern "C" fn epoll_pwait2(
         // SAFETY: the caller's arguments, with a zero timeout.
         || unsafe { real::epoll_pwait2(epfd, events, maxevents, &ZERO, sigmask) },
         |until| {
-            let left = until.map(|d| {
-                let l = d.saturating_duration_since(Instant::now());
-                timespec {
-                    tv_sec: l.as_secs() as libc::time_t,
-                    tv_nsec: l.subsec_nanos() as libc::c_long,
-                }
-            });
+            let left = timespec_left(until);
             let p = left
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const timespec);

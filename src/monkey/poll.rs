@@ -170,6 +170,18 @@ pub(super) fn ms_left(until: Option<Instant>) -> c_int {
     }
 }
 
+/// The time left until `until` as a `timespec` for a blocking call
+/// (`None`: forever).
+pub(super) fn timespec_left(until: Option<Instant>) -> Option<libc::timespec> {
+    until.map(|d| {
+        let l = d.saturating_duration_since(Instant::now());
+        libc::timespec {
+            tv_sec: l.as_secs() as libc::time_t,
+            tv_nsec: l.subsec_nanos() as libc::c_long,
+        }
+    })
+}
+
 /// The fds of a `pollfd` array (empty for a null pointer or none).
 ///
 /// # Safety

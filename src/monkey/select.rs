@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, size_t, timespec, timeval};
 
-use super::poll::{Parked, ms_left, park_loop, pollfds, target};
+use super::poll::{Parked, ms_left, park_loop, pollfds, target, timespec_left};
 use super::{cooperative, errno, real, set_errno};
 use crate::hub::watcher::deadline;
 
@@ -99,13 +99,7 @@ unsafe extern "C" fn ppoll(
     match park_loop(&target, until, step, saved, ask) {
         Parked::Done(r) => r,
         Parked::Block(until) => {
-            let left = until.map(|d| {
-                let l = d.saturating_duration_since(Instant::now());
-                timespec {
-                    tv_sec: l.as_secs() as libc::time_t,
-                    tv_nsec: l.subsec_nanos() as libc::c_long,
-                }
-            });
+            let left = timespec_left(until);
             let p = left
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const timespec);
@@ -328,13 +322,7 @@ unsafe extern "C" fn pselect(
     // SAFETY: the caller's sets and mask, with a zero timeout.
     let ask = || unsafe { real::pselect(nfds, r, w, e, &ZERO, sigmask) };
     let block = |until: Option<Instant>| {
-        let left = until.map(|d| {
-            let l = d.saturating_duration_since(Instant::now());
-            timespec {
-                tv_sec: l.as_secs() as libc::time_t,
-                tv_nsec: l.subsec_nanos() as libc::c_long,
-            }
-        });
+        let left = timespec_left(until);
         let p = left
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const timespec);
