@@ -3,8 +3,8 @@
 //!
 //! - greenhouse's own `net::UnixStream` (the native path),
 //! - std's `UnixStream` under `monkey::patch_all()` (every would-block
-//!   goes through the hooks: `fcntl`, the socket timeout, and adding and
-//!   removing the fd from the poller around the wait),
+//!   goes through the hooks, which remember the fd's flags, socket
+//!   timeouts and poller registration from the previous wait),
 //! - tokio `current_thread` with its `UnixStream`, as the peer.
 //!
 //! Every round trip parks both sides once, so this is the worst case for

@@ -23,6 +23,7 @@
 //! `Drop` before the fd is closed.
 
 use std::cell::{Cell, OnceCell, RefCell};
+#[cfg(feature = "monkey")]
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -47,7 +48,14 @@ pub(crate) enum Interest {
 /// One registered fd and the greenlets waiting on it.
 pub(crate) struct Source {
     fd: RawFd,
+    /// Its index in the slab.
     key: usize,
+    /// What its epoll events carry: `key` in the low 32 bits, a serial
+    /// number of the registration above. An event whose token is not the
+    /// source's own is stale (a cached borrowed registration whose fd was
+    /// closed while a dup kept the file open, see
+    /// [`Reactor::wait_borrowed`]) and is ignored.
+    token: u64,
     readers: WaitList,
     writers: WaitList,
     /// A stream read returned less than it asked for, and no readable
@@ -99,7 +107,7 @@ const REGISTER_FLAGS: epoll::EventFlags = epoll::EventFlags::IN
     .union(epoll::EventFlags::PRI)
     .union(epoll::EventFlags::ET);
 /// The key of the [`Notifier`]'s eventfd in the epoll set (sources use
-/// their slab index, far below it).
+/// their token, whose low half is a slab index, far below `u32::MAX`).
 const NOTIFY_KEY: u64 = u64::MAX;
 /// The epoll bits that make a source readable or writable.
 const READ_FLAGS: u32 =
@@ -247,9 +255,24 @@ pub(crate) struct Reactor {
     free: RefCell<Vec<usize>>,
     /// Greenlets inside [`Reactor::wait`] right now.
     waiting: Cell<usize>,
-    /// Fds owned by other code, registered only while somebody waits on
-    /// them ([`Reactor::wait_borrowed`]), with the number of such waiters.
-    borrowed: RefCell<HashMap<RawFd, (Rc<Source>, usize)>>,
+    /// Fds owned by other code that greenlets have waited on
+    /// ([`Reactor::wait_borrowed`]).
+    #[cfg(feature = "monkey")]
+    borrowed: RefCell<HashMap<RawFd, Borrowed>>,
+    /// Registrations so far: the high half of every source's token.
+    serial: Cell<u32>,
+}
+
+/// A registration of an fd other code owns (see [`Reactor::wait_borrowed`]).
+#[cfg(feature = "monkey")]
+struct Borrowed {
+    src: Rc<Source>,
+    /// The caller's generation of the fd when it was registered: `Some`,
+    /// the registration is kept while the caller passes the same one;
+    /// `None`, it lasts while somebody waits on it.
+    generation: Option<u32>,
+    /// Greenlets waiting on it right now.
+    waiters: usize,
 }
 
 impl Reactor {
@@ -260,7 +283,9 @@ impl Reactor {
             sources: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             waiting: Cell::new(0),
+            #[cfg(feature = "monkey")]
             borrowed: RefCell::new(HashMap::new()),
+            serial: Cell::new(0),
         }
     }
 
@@ -280,20 +305,38 @@ impl Reactor {
     }
 
     /// Adds `fd` to the epoll set, edge-triggered for reading and writing.
+    /// An fd that greenlets waited on through the monkey hooks while other
+    /// code owned it (its cached registration, see
+    /// [`wait_borrowed`](Self::wait_borrowed)) is taken over.
     pub(crate) fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Rc<Source>> {
+        match self.add(fd) {
+            #[cfg(feature = "monkey")]
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && self.release_borrowed(fd) => {
+                self.add(fd)
+            }
+            r => r,
+        }
+    }
+
+    /// Adds `fd` to the epoll set under a new slab key and token.
+    fn add(&self, fd: BorrowedFd<'_>) -> io::Result<Rc<Source>> {
         let epoll = self.epoll()?;
         let key = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut s = self.sources.borrow_mut();
             s.push(None);
             s.len() - 1
         });
-        // The caller (Watcher) owns `fd` and deregisters it before closing
-        // it (module invariant), so the epoll set never refers to a closed
-        // or reused fd.
+        let serial = self.serial.get().wrapping_add(1);
+        self.serial.set(serial);
+        let token = (u64::from(serial) << 32) | key as u64;
+        // The caller owns `fd` (a Watcher, which deregisters it before
+        // closing it; or the monkey hooks, see `wait_borrowed`), so the
+        // epoll set never refers to a closed or reused fd under a live
+        // token.
         let added = epoll::add(
             &epoll.fd,
             fd,
-            epoll::EventData::new_u64(key as u64),
+            epoll::EventData::new_u64(token),
             REGISTER_FLAGS,
         );
         if let Err(e) = added {
@@ -303,6 +346,7 @@ impl Reactor {
         let src = Rc::new(Source {
             fd: fd.as_raw_fd(),
             key,
+            token,
             readers: WaitList::default(),
             writers: WaitList::default(),
             read_drained: Cell::new(false),
@@ -320,12 +364,25 @@ impl Reactor {
             let fd = unsafe { BorrowedFd::borrow_raw(src.fd) };
             let _ = epoll::delete(&e.fd, fd);
         }
-        let removed = self
-            .sources
-            .borrow_mut()
-            .get_mut(src.key)
-            .and_then(Option::take);
-        self.free.borrow_mut().push(src.key);
+        self.forget(src);
+    }
+
+    /// Removes `src` from the slab only, leaving the epoll set alone: for a
+    /// cached borrowed registration whose fd was closed (the kernel dropped
+    /// it with the last reference to the file; if a dup keeps the file
+    /// open, its events carry a token no source has any more).
+    fn forget(&self, src: &Source) {
+        let removed = {
+            let mut sources = self.sources.borrow_mut();
+            let slot = sources.get_mut(src.key);
+            match slot {
+                Some(s) if s.as_ref().is_some_and(|s| s.token == src.token) => s.take(),
+                _ => None,
+            }
+        };
+        if removed.is_some() {
+            self.free.borrow_mut().push(src.key);
+        }
         drop(removed);
     }
 
@@ -388,12 +445,22 @@ impl Reactor {
     }
 
     /// Parks the current greenlet until `fd`, which other code owns, is
-    /// ready for `interest` (see [`wait`](Self::wait)). The fd is added to
-    /// the poller for the duration of the wait only, shared by every
-    /// greenlet waiting on it at the time, and removed when the last of
-    /// them stops waiting, on every path. The caller must have just seen
-    /// the fd not ready (`EAGAIN`, or `poll` finding nothing): adding it
-    /// reports the current state, so no edge is lost in between.
+    /// ready for `interest` (see [`wait`](Self::wait)). The caller must
+    /// have just seen the fd not ready (`EAGAIN`, or `poll` finding
+    /// nothing): adding it reports the current state, and a registration
+    /// kept from before delivers every edge since, so none is lost.
+    ///
+    /// `generation` is the caller's count of how often the fd number was
+    /// closed or replaced (the monkey hooks on `close`, `dup2`, ...). With
+    /// one, the registration is kept after the wait and reused while the
+    /// caller passes the same generation: a later wait on the same fd costs
+    /// no `epoll_ctl`. A different generation means the number now names
+    /// another file: the old registration is forgotten (not deleted: the
+    /// number may already belong to a [`Watcher`](super::Watcher)) and the
+    /// fd added afresh. Without one, the fd is in the poller for the
+    /// duration of the wait only, shared by every greenlet waiting on it at
+    /// the time, and removed when the last of them stops waiting, on every
+    /// path.
     ///
     /// # Errors
     /// If the poller refuses the fd (a regular file, or an fd a
@@ -401,49 +468,97 @@ impl Reactor {
     ///
     /// # Contract
     /// `fd` stays open until this returns (the monkey hooks: the libc
-    /// caller passed it to the call they are inside).
+    /// caller passed it to the call they are inside), and whenever it is
+    /// closed or replaced afterwards, the generation the caller passes for
+    /// it changes before the number can be reused.
     #[cfg(feature = "monkey")]
     pub(crate) fn wait_borrowed(
         &self,
         fd: RawFd,
+        generation: Option<u32>,
         interest: Interest,
         deadline: Option<Instant>,
     ) -> io::Result<Woke> {
         let src = {
             let mut b = self.borrowed.borrow_mut();
-            match b.get_mut(&fd) {
-                Some((src, n)) => {
-                    *n += 1;
-                    src.clone()
+            let reuse = match b.get_mut(&fd) {
+                Some(e) if e.generation.is_some() && e.generation == generation => {
+                    e.waiters += 1;
+                    Some(e.src.clone())
                 }
+                Some(e) if e.generation.is_none() && generation.is_none() => {
+                    e.waiters += 1;
+                    Some(e.src.clone())
+                }
+                _ => None,
+            };
+            match reuse {
+                Some(src) => src,
                 None => {
+                    if let Some(stale) = b.remove(&fd) {
+                        // A stale cached registration: the number was
+                        // closed since. Greenlets still parked on it keep
+                        // their `Rc` (as on a closed fd, nothing wakes them
+                        // but their deadline or a kill).
+                        self.forget(&stale.src);
+                    }
                     // SAFETY: the caller keeps `fd` open until we return
-                    // (contract above), and the guard below deregisters it
-                    // before then.
-                    let src = self.register(unsafe { BorrowedFd::borrow_raw(fd) })?;
-                    b.insert(fd, (src.clone(), 1));
+                    // (contract above); without a generation the guard
+                    // below deregisters it before then, with one the
+                    // generation changes before the number is reused.
+                    let src = self.add(unsafe { BorrowedFd::borrow_raw(fd) })?;
+                    b.insert(
+                        fd,
+                        Borrowed {
+                            src: src.clone(),
+                            generation,
+                            waiters: 1,
+                        },
+                    );
                     src
                 }
             }
         };
-        struct Release<'a>(&'a Reactor, RawFd);
+        struct Release<'a>(&'a Reactor, RawFd, Rc<Source>);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
                 let mut b = self.0.borrowed.borrow_mut();
-                let last = b.get_mut(&self.1).is_some_and(|(_, n)| {
-                    *n -= 1;
-                    *n == 0
-                });
-                if last {
-                    if let Some((src, _)) = b.remove(&self.1) {
+                let Some(e) = b.get_mut(&self.1) else { return };
+                if !Rc::ptr_eq(&e.src, &self.2) {
+                    return; // replaced meanwhile: not ours any more
+                }
+                e.waiters -= 1;
+                if e.waiters == 0 && e.generation.is_none() {
+                    if let Some(e) = b.remove(&self.1) {
                         drop(b);
-                        self.0.deregister(&src);
+                        self.0.deregister(&e.src);
                     }
                 }
             }
         }
-        let _release = Release(self, fd);
+        let _release = Release(self, fd, src.clone());
         Ok(self.wait(&src, interest, deadline))
+    }
+
+    /// Takes `fd`'s cached borrowed registration out of the epoll set, for a
+    /// [`Watcher`](super::Watcher) adopting the fd (its `add` met
+    /// `EEXIST`). False if there is none, or greenlets wait on it now.
+    #[cfg(feature = "monkey")]
+    fn release_borrowed(&self, fd: BorrowedFd<'_>) -> bool {
+        let raw = fd.as_raw_fd();
+        let entry = {
+            let mut b = self.borrowed.borrow_mut();
+            if b.get(&raw).is_none_or(|e| e.waiters > 0) {
+                return false;
+            }
+            b.remove(&raw)
+        };
+        // The fd is open (the caller borrows it) and this registration is
+        // the one `EEXIST` met: delete it.
+        entry.is_some_and(|e| {
+            self.deregister(&e.src);
+            true
+        })
     }
 
     /// Waits for IO events (up to `timeout`) and makes their waiters ready:
@@ -461,8 +576,10 @@ impl Reactor {
             let (flags, key) = (ev.events, ev.u64);
             if key == NOTIFY_KEY {
                 epoll.notifier.drain();
-            } else if let Some(Some(src)) = sources.get(key as usize) {
-                woken += src.wake(flags, ready);
+            } else if let Some(Some(src)) = sources.get(key as u32 as usize) {
+                if src.token == key {
+                    woken += src.wake(flags, ready);
+                }
             }
         }
         Ok(woken)
@@ -497,6 +614,7 @@ impl Reactor {
 
     /// Drops every source's waiters (thread teardown).
     pub(crate) fn clear(&self) {
+        #[cfg(feature = "monkey")]
         self.borrowed.borrow_mut().clear();
         let all = std::mem::take(&mut *self.sources.borrow_mut());
         drop(all);

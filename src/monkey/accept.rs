@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use libc::{c_int, sockaddr, socklen_t};
 
-use super::socket::{block_until_ready, ready_now, socket_deadline, user_nonblocking, would_block};
+use super::socket::{block_until_ready, ready_now, socket_deadline, would_block};
 use super::{Waited, cooperative, errno, real, set_errno, wait_errno, wait_fd};
 use crate::hub::Interest;
 
@@ -76,7 +76,7 @@ impl Windows {
 fn nonblocking_by_choice(fd: c_int) -> bool {
     WINDOWS.with(|w| match w.iter().find(|x| x.fd == fd) {
         Some(x) => x.flags & libc::O_NONBLOCK != 0,
-        None => user_nonblocking(fd),
+        None => super::fds::nonblocking_now(fd).unwrap_or(true),
     })
 }
 
@@ -91,12 +91,14 @@ unsafe fn accept_now(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags:
             return true;
         }
         // SAFETY: F_GETFL on an fd number only reads flags (at worst EBADF).
-        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
         if fl < 0 {
             return false;
         }
         // SAFETY: F_SETFL with the fd's own flags plus O_NONBLOCK.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+        // libc's own, not the hook: a window does not move the flags epoch
+        // on (nobody caches a listener's flags, see `nonblocking_by_choice`).
+        if unsafe { real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as usize) } < 0 {
             return false;
         }
         w.push(Window {
@@ -116,7 +118,7 @@ unsafe fn accept_now(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags:
                 if w[at].count == 0 {
                     let x = w.swap_remove(at);
                     // SAFETY: as above; restores the flags the code set.
-                    unsafe { libc::fcntl(fd, libc::F_SETFL, x.flags) };
+                    unsafe { real::fcntl(fd, libc::F_SETFL, x.flags as usize) };
                 }
             }
         });

@@ -33,6 +33,14 @@
 //! - `getaddrinfo` for a host name runs on the
 //!   [thread pool](crate::threadpool) while the greenlet parks.
 //!
+//! A would-block costs what greenhouse's own sockets cost: the fd's
+//! registration with the hub's poller, its blocking mode and socket
+//! timeouts are remembered across calls. To keep that true, `close`,
+//! `dup2`, `dup3`, `close_range`, `fclose`, `fcntl`, `ioctl` and
+//! `setsockopt` are hooked too, for bookkeeping only. Code that closes fds
+//! with raw system calls (not through libc) and reuses their numbers with
+//! patched code tells the hooks with [`forget_fd`].
+//!
 //! Untouched, exactly as unpatched: calls outside greenlets (plain threads,
 //! before `patch_all`, inside the hub's own loop), regular files, pipes and
 //! other non-socket fds, and sockets the code made non-blocking itself.
@@ -88,6 +96,7 @@
 mod accept;
 mod dns;
 mod epoll;
+mod fds;
 mod poll;
 mod real;
 mod select;
@@ -152,6 +161,8 @@ pub fn patch_all() {
     poll::keep();
     sleep::keep();
     dns::keep();
+    fds::keep();
+    real::resolve_all();
     PATCHED.store(true, Ordering::SeqCst);
 }
 
@@ -165,6 +176,35 @@ pub fn unpatch_all() {
 /// Whether [`patch_all`] is in effect.
 pub fn is_patched() -> bool {
     PATCHED.load(Ordering::Relaxed)
+}
+
+/// Tells the hooks that `fd` was closed or replaced by a path they cannot
+/// see, so that nothing they remember about it (its registration with a
+/// hub's poller, whether it is non-blocking, its socket timeouts) is used
+/// for whatever the number names next.
+///
+/// The hooks see every close, `dup2`, `dup3`, `close_range` and `fclose`
+/// made through libc, and every `fcntl(F_SETFL)`, `ioctl(FIONBIO)` and
+/// timeout `setsockopt`. Code that closes fds with raw system calls
+/// (rustix's `linux_raw` backend, an inline `syscall`) and then lets
+/// patched code wait on a new fd with the same number calls this right
+/// after closing. Without it such a wait could park until its timeout:
+/// the hub would still hold the old file's registration.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::IntoRawFd;
+///
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// let fd = a.into_raw_fd();
+/// // Closed behind libc's back:
+/// unsafe { libc::syscall(libc::SYS_close, fd) };
+/// greenhouse::monkey::forget_fd(fd);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn forget_fd(fd: RawFd) {
+    fds::forget(fd);
 }
 
 thread_local! {
@@ -261,12 +301,15 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
 /// Parks until `fd` is ready for `interest` or `deadline` passes.
 fn wait_fd(fd: RawFd, interest: Interest, deadline: Option<Instant>) -> Waited {
     count_park();
-    guarded(
-        || match hub::try_with(|h| h.reactor.wait_borrowed(fd, interest, deadline)) {
+    guarded(|| {
+        match hub::try_with(|h| {
+            h.reactor
+                .wait_borrowed(fd, fds::generation(fd), interest, deadline)
+        }) {
             Some(Ok(w)) => Waited::Woke(w),
             Some(Err(_)) | None => Waited::Unsupported,
-        },
-    )
+        }
+    })
     .unwrap_or_else(|w| w)
 }
 

@@ -8,9 +8,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    addrinfo, c_char, c_int, c_uint, c_void, clockid_t, epoll_event, fd_set, id_t, idtype_t, iovec,
-    msghdr, nfds_t, pid_t, pollfd, rusage, siginfo_t, sigset_t, size_t, sockaddr, socklen_t,
-    ssize_t, timespec, timeval,
+    FILE, addrinfo, c_char, c_int, c_uint, c_ulong, c_void, clockid_t, epoll_event, fd_set, id_t,
+    idtype_t, iovec, msghdr, nfds_t, pid_t, pollfd, rusage, siginfo_t, sigset_t, size_t, sockaddr,
+    socklen_t, ssize_t, timespec, timeval,
 };
 
 /// The address of libc's `name` (NUL-terminated), cached in `slot`.
@@ -32,14 +32,18 @@ fn lookup(slot: &AtomicUsize, name: &'static [u8]) -> usize {
 macro_rules! real {
     ($( fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $missing:expr; )*) => {
         $(
+            /// Where libc's function of this name is, once looked up.
+            mod $name {
+                pub(super) static SLOT: super::AtomicUsize = super::AtomicUsize::new(0);
+            }
+
             /// Calls libc's own function of this name.
             ///
             /// # Safety
             /// Exactly libc's contract for this function.
             #[inline]
             pub(super) unsafe fn $name($($arg: $ty),*) -> $ret {
-                static SLOT: AtomicUsize = AtomicUsize::new(0);
-                let a = lookup(&SLOT, concat!(stringify!($name), "\0").as_bytes());
+                let a = lookup(&$name::SLOT, concat!(stringify!($name), "\0").as_bytes());
                 if a == 0 {
                     super::set_errno(libc::ENOSYS);
                     return $missing;
@@ -51,6 +55,11 @@ macro_rules! real {
                 unsafe { f($($arg),*) }
             }
         )*
+
+        /// Looks up every fixed-argument function now.
+        fn resolve_fixed() {
+            $( lookup(&$name::SLOT, concat!(stringify!($name), "\0").as_bytes()); )*
+        }
     };
 }
 
@@ -118,4 +127,67 @@ real! {
         epfd: c_int, events: *mut epoll_event, maxevents: c_int, tmo: *const timespec,
         sigmask: *const sigset_t,
     ) -> c_int = -1;
+    fn close(fd: c_int) -> c_int = -1;
+    fn dup2(old: c_int, new: c_int) -> c_int = -1;
+    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int = -1;
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int = -1;
+    fn fclose(stream: *mut FILE) -> c_int = libc::EOF;
+    fn setsockopt(
+        fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t,
+    ) -> c_int = -1;
+}
+
+/// Declares `fn name(a: c_int, b: $second, arg: usize) -> c_int` forwarding
+/// to libc's variadic `name(int, $second, ...)` with `arg` as its one
+/// optional argument (see `fds.rs` on passing it as a `usize`).
+macro_rules! real_variadic {
+    ($( fn $name:ident(_, _: $second:ty, _) / $fallback:literal; )*) => {
+        $(
+            /// Calls libc's own function of this name.
+            ///
+            /// # Safety
+            /// Exactly libc's contract for this function, with its optional
+            /// argument (or an ignored value) as `arg`.
+            pub(super) unsafe fn $name(fd: c_int, second: $second, arg: usize) -> c_int {
+                static SLOT: AtomicUsize = AtomicUsize::new(0);
+                static FALLBACK: AtomicUsize = AtomicUsize::new(0);
+                let mut a = lookup(&SLOT, concat!(stringify!($name), "\0").as_bytes());
+                if a == 0 {
+                    a = lookup(&FALLBACK, $fallback);
+                }
+                if a == 0 {
+                    super::set_errno(libc::ENOSYS);
+                    return -1;
+                }
+                type Variadic = unsafe extern "C" fn(c_int, $second, ...) -> c_int;
+                // SAFETY: `a` is libc's definition of this symbol (or of the
+                // older name with the same prototype), a C variadic function
+                // taking an int and a `$second` first.
+                let f: Variadic = unsafe { std::mem::transmute(a) };
+                // SAFETY: the caller upholds libc's contract; a `usize` is
+                // passed as the caller's integer or pointer was.
+                unsafe { f(fd, second, arg) }
+            }
+        )*
+    };
+}
+
+real_variadic! {
+    fn fcntl(_, _: c_int, _) / b"fcntl\0";
+    fn fcntl64(_, _: c_int, _) / b"fcntl\0";
+    fn ioctl(_, _: c_ulong, _) / b"ioctl\0";
+}
+
+/// Looks every function up now, so that no hook calls `dlsym` later: in a
+/// child between `fork` and `exec`, another thread of the parent may have
+/// held the loader's lock. Called by `patch_all`.
+pub(super) fn resolve_all() {
+    resolve_fixed();
+    // SAFETY: fd -1 makes each of them fail with EBADF, doing nothing; the
+    // calls look their function up on the way.
+    unsafe {
+        fcntl(-1, libc::F_GETFL, 0);
+        fcntl64(-1, libc::F_GETFL, 0);
+        ioctl(-1, libc::FIONREAD, 0);
+    }
 }

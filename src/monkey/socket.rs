@@ -16,7 +16,7 @@ use libc::{
     iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t,
 };
 
-use super::{Waited, cooperative, errno, real, set_errno, wait_errno, wait_fd};
+use super::{Waited, cooperative, errno, fds, real, set_errno, wait_errno, wait_fd};
 use crate::hub::Interest;
 use crate::hub::watcher::deadline;
 
@@ -51,39 +51,15 @@ pub(super) fn would_block(e: c_int) -> bool {
 }
 
 /// The code made this fd non-blocking itself (or it is not an fd at all):
-/// its calls must not wait.
+/// its calls must not wait. Cached per thread (`fds.rs`).
 pub(super) fn user_nonblocking(fd: c_int) -> bool {
-    // SAFETY: F_GETFL takes no argument and only reads the fd's flags.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    fl < 0 || fl & libc::O_NONBLOCK != 0
+    fds::nonblocking(fd)
 }
 
-/// When the socket's own `SO_RCVTIMEO`/`SO_SNDTIMEO` runs out, if set.
+/// When the socket's own `SO_RCVTIMEO`/`SO_SNDTIMEO` runs out, if set
+/// (cached per thread, `fds.rs`).
 pub(super) fn socket_deadline(fd: c_int, interest: Interest) -> Option<Instant> {
-    let opt = match interest {
-        Interest::Read => libc::SO_RCVTIMEO,
-        Interest::Write => libc::SO_SNDTIMEO,
-    };
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut len = size_of::<libc::timeval>() as socklen_t;
-    // SAFETY: `tv` and `len` are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&raw mut tv).cast(),
-            &raw mut len,
-        )
-    };
-    if r != 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0) {
-        return None;
-    }
-    let t = Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
-    deadline(Some(t))
+    deadline(fds::socket_timeout(fd, interest))
 }
 
 /// Whether `fd` is a stream socket (`MSG_WAITALL` only loops on those).
@@ -564,7 +540,9 @@ unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssiz
 /// Sets or clears `O_NONBLOCK` (the flags word is the one read before).
 fn set_flags(fd: c_int, flags: c_int) {
     // SAFETY: F_SETFL with an int argument only changes the fd's flags.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    // libc's own: a window of the hooks, restored before anything else
+    // can look (see `connect`), does not move the flags epoch on.
+    unsafe { real::fcntl(fd, libc::F_SETFL, flags as usize) };
 }
 
 /// The socket's pending error (`SO_ERROR`), cleared by reading it.
@@ -598,7 +576,7 @@ unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -
     }
     let saved = errno();
     // SAFETY: F_GETFL only reads the flags (known valid: checked above).
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
     let deadline = socket_deadline(fd, Interest::Write);
     loop {
         set_flags(fd, flags | libc::O_NONBLOCK);
