@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, epoll_event, sigset_t, timespec};
 
-use super::poll::{Parked, Target, ms_left, park_loop, timespec_left};
-use super::{cooperative, errno, real};
+use super::poll::{Target, ms_left, timespec_left, wait_ready};
+use super::{cooperative, real};
 use crate::hub::Interest;
-use crate::hub::watcher::deadline;
 
 pub(super) fn keep() {
     for f in [
@@ -37,17 +36,15 @@ fn wait(
     ask: impl Fn() -> c_int,
     block: impl FnOnce(Option<Instant>) -> c_int,
 ) -> c_int {
-    let saved = errno();
-    let r = ask();
-    if r != 0 {
-        return r;
-    }
-    let target = Target::One(epfd, Interest::Read);
     let step = masked.then_some(Duration::from_millis(10));
-    match park_loop(&target, deadline(timeout), step, saved, ask) {
-        Parked::Done(r) => r,
-        Parked::Block(until) => block(until),
-    }
+    wait_ready(
+        timeout,
+        step,
+        || Some(Target::One(epfd, Interest::Read)),
+        || {},
+        ask,
+        block,
+    )
 }
 
 /// The caller's millisecond timeout (`-1` or any negative: forever).

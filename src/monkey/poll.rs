@@ -101,7 +101,7 @@ unsafe fn probe(fds: *mut pollfd, nfds: nfds_t) -> c_int {
 }
 
 /// How a cooperative wait inside a readiness hook ended.
-pub(super) enum Parked {
+enum Parked {
     /// Return this (errno is set: libc's, or the saved one on success).
     Done(c_int),
     /// It cannot wait cooperatively: call libc's blocking function with
@@ -115,7 +115,7 @@ pub(super) enum Parked {
 /// so the result is always libc's. With `step`, the park never lasts
 /// longer than that (the caller passed a signal mask: a signal it lets
 /// through is seen at the next probe).
-pub(super) fn park_loop(
+fn park_loop(
     target: &Target,
     until: Option<Instant>,
     step: Option<Duration>,
@@ -155,6 +155,54 @@ pub(super) fn park_loop(
                 set_errno(wait_errno(w).unwrap_or(libc::EINTR));
                 return Parked::Done(-1);
             }
+        }
+    }
+}
+
+/// The whole cooperative wait of a readiness hook (`poll`, `ppoll`,
+/// `select`, `pselect`, the `epoll_wait` family): `ask` (libc's call with a
+/// zero timeout) once; if nothing is ready, park on `target()` via
+/// [`park_loop`], asking again after every wake-up; if the fds cannot be
+/// watched, or the wait cannot be cooperative, `block` (libc's blocking
+/// call until the given deadline). `reset` runs before every ask but the
+/// first, before `block`, and after a failure (`select` puts its sets back
+/// there; the others have nothing to reset).
+pub(super) fn wait_ready(
+    timeout: Option<Duration>,
+    step: Option<Duration>,
+    target: impl FnOnce() -> Option<Target>,
+    reset: impl Fn(),
+    ask: impl Fn() -> c_int,
+    block: impl FnOnce(Option<Instant>) -> c_int,
+) -> c_int {
+    let saved = errno();
+    let r = ask();
+    if r != 0 {
+        return r;
+    }
+    let until = deadline(timeout);
+    let Some(target) = target() else {
+        reset();
+        set_errno(saved);
+        return block(until);
+    };
+    let retry = || {
+        reset();
+        ask()
+    };
+    match park_loop(&target, until, step, saved, retry) {
+        Parked::Done(r) => {
+            if r < 0 {
+                // On an error the caller's arguments are as given (a
+                // Timeout scope or a kill here; libc's own errors leave
+                // them so too).
+                reset();
+            }
+            r
+        }
+        Parked::Block(until) => {
+            reset();
+            block(until)
         }
     }
 }
@@ -205,29 +253,18 @@ unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_i
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real::poll(fds, nfds, timeout) };
     }
-    let saved = errno();
-    // SAFETY: the caller's arguments.
-    let r = unsafe { probe(fds, nfds) };
-    if r != 0 {
-        return r;
-    }
-    let until = if timeout < 0 {
-        None
-    } else {
-        deadline(Some(Duration::from_millis(timeout as u64)))
-    };
-    // SAFETY: libc's contract for `poll`.
-    let Some(target) = target(unsafe { pollfds(fds, nfds) }) else {
-        set_errno(saved);
-        // SAFETY: the caller's arguments, unchanged.
-        return unsafe { real::poll(fds, nfds, timeout) };
-    };
-    // SAFETY: the caller's arguments.
-    match park_loop(&target, until, None, saved, || unsafe { probe(fds, nfds) }) {
-        Parked::Done(r) => r,
+    let timeout = (timeout > 0).then(|| Duration::from_millis(timeout as u64));
+    wait_ready(
+        timeout,
+        None,
+        // SAFETY: libc's contract for `poll`.
+        || target(unsafe { pollfds(fds, nfds) }),
+        || {},
+        // SAFETY: the caller's arguments, with a zero timeout.
+        || unsafe { probe(fds, nfds) },
         // SAFETY: the caller's arguments, with the time left.
-        Parked::Block(until) => unsafe { real::poll(fds, nfds, ms_left(until)) },
-    }
+        |until| unsafe { real::poll(fds, nfds, ms_left(until)) },
+    )
 }
 
 /// Hooked `__poll_chk` (`poll` under `_FORTIFY_SOURCE`).

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, fd_set, nfds_t, pollfd, sigset_t, size_t, timespec, timeval};
 
-use super::poll::{Parked, ms_left, park_loop, pollfds, target, timespec_left};
-use super::{cooperative, errno, real, set_errno};
-use crate::hub::watcher::deadline;
+use super::poll::{ms_left, pollfds, target, timespec_left, wait_ready};
+use super::{cooperative, real};
 
 pub(super) fn keep() {
     for f in [
@@ -81,32 +80,24 @@ unsafe extern "C" fn ppoll(
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real::ppoll(fds, nfds, tmo, sigmask) };
     }
-    let saved = errno();
-    // SAFETY: the caller's arguments, with a zero timeout.
-    let ask = || unsafe { real::ppoll(fds, nfds, &ZERO, sigmask) };
-    let r = ask();
-    if r != 0 {
-        return r;
-    }
-    let until = deadline(timeout);
-    // SAFETY: libc's contract for `ppoll`.
-    let Some(target) = target(unsafe { pollfds(fds, nfds) }) else {
-        set_errno(saved);
-        // SAFETY: the caller's arguments, unchanged.
-        return unsafe { real::ppoll(fds, nfds, tmo, sigmask) };
-    };
     let step = (!sigmask.is_null()).then_some(MASK_STEP);
-    match park_loop(&target, until, step, saved, ask) {
-        Parked::Done(r) => r,
-        Parked::Block(until) => {
+    wait_ready(
+        timeout,
+        step,
+        // SAFETY: libc's contract for `ppoll`.
+        || target(unsafe { pollfds(fds, nfds) }),
+        || {},
+        // SAFETY: the caller's arguments, with a zero timeout.
+        || unsafe { real::ppoll(fds, nfds, &ZERO, sigmask) },
+        |until| {
             let left = timespec_left(until);
             let p = left
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const timespec);
             // SAFETY: the caller's arguments, with the time left.
             unsafe { real::ppoll(fds, nfds, p, sigmask) }
-        }
-    }
+        },
+    )
 }
 
 /// Hooked `__ppoll_chk` (`ppoll` under `_FORTIFY_SOURCE`).
@@ -182,7 +173,9 @@ impl Sets {
 }
 
 /// The wait shared by `select` and `pselect`: `ask` is libc's call with a
-/// zero timeout; `block` the blocking call with the time left.
+/// zero timeout; `block` the blocking call with the time left. The sets
+/// are put back before every ask but the first (libc's answer overwrote
+/// them) and on failure.
 fn select_like(
     sets: &Sets,
     timeout: Option<Duration>,
@@ -190,35 +183,14 @@ fn select_like(
     ask: impl Fn() -> c_int,
     block: impl FnOnce(Option<Instant>) -> c_int,
 ) -> c_int {
-    let saved = errno();
-    let r = ask();
-    if r != 0 {
-        return r;
-    }
-    let until = deadline(timeout);
-    let Some(target) = target(&sets.pollfds()) else {
-        sets.restore();
-        set_errno(saved);
-        return block(until);
-    };
-    let retry = || {
-        sets.restore();
-        ask()
-    };
-    match park_loop(&target, until, step, saved, retry) {
-        Parked::Done(r) => {
-            if r < 0 {
-                // On an error the sets are as given (a timeout scope or a
-                // kill here; libc's own errors leave them so too).
-                sets.restore();
-            }
-            r
-        }
-        Parked::Block(until) => {
-            sets.restore();
-            block(until)
-        }
-    }
+    wait_ready(
+        timeout,
+        step,
+        || target(&sets.pollfds()),
+        || sets.restore(),
+        ask,
+        block,
+    )
 }
 
 /// Hooked `select(2)`.
