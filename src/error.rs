@@ -65,6 +65,10 @@ pub enum Error {
     /// `try_add` found it full, or `spawn_timeout` / `add_timeout` waited
     /// in vain (gevent's `PoolFull`).
     PoolFull,
+    /// A cross-hub channel ([`sync::mpmc`](crate::sync::mpmc)) is closed:
+    /// a receive found it empty with every sender gone, or a send found
+    /// every receiver gone.
+    Closed,
     /// An error of the program's own, made with [`Error::custom`]: what
     /// [`JoinHandle::kill_with`](crate::JoinHandle::kill_with) and
     /// [`Greenlet::throw_error`](crate::Greenlet::throw_error) end a
@@ -100,6 +104,7 @@ impl fmt::Display for Error {
             Error::Spawn(why) => write!(f, "cannot create a greenlet: {why}"),
             Error::HubClosed => f.write_str("the hub's thread has exited; it runs nothing more"),
             Error::PoolFull => f.write_str("the pool is full"),
+            Error::Closed => f.write_str("the channel is closed"),
             Error::Custom(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -234,6 +239,7 @@ impl From<Error> for io::Error {
             Error::TimedOut => io::ErrorKind::TimedOut,
             Error::Spawn(ref e) => e.kind(),
             Error::WrongType { .. } | Error::Invalid(_) => io::ErrorKind::InvalidInput,
+            Error::Closed => io::ErrorKind::BrokenPipe,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)

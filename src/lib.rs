@@ -88,11 +88,11 @@ pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Th
 pub use greenlet::{Greenlet, GreenletExit, StackUsage, ThrownError};
 pub use hub::{
     BlockedReport, Builder, Dump, Finished, Frame, GreenletInfo, GreenletState, HubHandle,
-    HubStats, Iwait, JoinAll, JoinHandle, Joined, LinkKey, StackTrace, Timeout, Waitable,
-    WaitingOn, Watcher, blocked_threshold, clear_blocked_hook, dump, dump_brief, dump_on_signal,
-    iwait, joinall, joinall_timeout, killall, killall_with, run_info, set_blocked_hook,
-    set_blocked_threshold, sleep, sleep_until, spawn, spawn_later, stats, wait, with_timeout,
-    with_timeout_silent, yield_now,
+    HubStats, Iwait, JoinAll, JoinHandle, Joined, LinkKey, RemoteJoinHandle, StackTrace, Timeout,
+    Waitable, WaitingOn, Watcher, blocked_threshold, clear_blocked_hook, dump, dump_brief,
+    dump_on_signal, iwait, joinall, joinall_timeout, killall, killall_with, run_info,
+    set_blocked_hook, set_blocked_threshold, sleep, sleep_until, spawn, spawn_later, stats, wait,
+    with_timeout, with_timeout_silent, yield_now,
 };
 pub use stack::DEFAULT_STACK_SIZE;
 

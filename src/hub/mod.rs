@@ -40,7 +40,7 @@ pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with}
 pub use monitor::{
     BlockedReport, blocked_threshold, clear_blocked_hook, set_blocked_hook, set_blocked_threshold,
 };
-pub use remote::HubHandle;
+pub use remote::{HubHandle, RemoteJoinHandle};
 pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};
 pub use wait::{Iwait, Waitable, iwait, wait};

@@ -34,6 +34,9 @@ use crate::error::Error;
 enum Job {
     /// Run this closure as a new greenlet.
     Spawn(Box<dyn FnOnce() + Send>),
+    /// Run this closure of the runtime's own in the hub's drain (it only
+    /// spawns and links: no user code runs there).
+    Run(Box<dyn FnOnce() + Send>),
     /// Wake the greenlet parked in [`RemoteWait`] number `key`.
     Wake(u64),
 }
@@ -140,22 +143,27 @@ pub(crate) fn drain(remote: &Remote, waits: &RemoteWaits, ready: &ReadyQueue) {
     for job in jobs {
         match job {
             Job::Spawn(f) => drop(super::spawn(f)),
-            Job::Wake(key) => {
-                let token = {
-                    let mut w = waits.waits.borrow_mut();
-                    match w.get_mut(&key) {
-                        Some(e) => {
-                            e.woken = true;
-                            e.token.take()
-                        }
-                        None => None, // the waiter gave up (timeout, kill)
-                    }
-                };
-                if let Some(t) = token {
-                    t.wake(ready, Woke::Ready);
-                }
-            }
+            Job::Run(f) => f(),
+            Job::Wake(key) => wake_key(waits, ready, key),
         }
+    }
+}
+
+/// Wakes the greenlet parked in [`RemoteWait`] number `key`, if it still
+/// waits.
+fn wake_key(waits: &RemoteWaits, ready: &ReadyQueue, key: u64) {
+    let token = {
+        let mut w = waits.waits.borrow_mut();
+        match w.get_mut(&key) {
+            Some(e) => {
+                e.woken = true;
+                e.token.take()
+            }
+            None => None, // the waiter gave up (timeout, kill)
+        }
+    };
+    if let Some(t) = token {
+        t.wake(ready, Woke::Ready);
     }
 }
 
@@ -223,9 +231,129 @@ impl HubHandle {
             .map_err(|_| Error::HubClosed)
     }
 
+    /// Hands `f` to the hub to run as a new greenlet, and returns a handle
+    /// whose [`join`](RemoteJoinHandle::join) parks the *calling* greenlet
+    /// (only it) until `f`'s result is back. Never blocks.
+    ///
+    /// # Errors
+    /// [`Error::HubClosed`] if the hub's thread has exited; [`Error::Spawn`]
+    /// if this thread's own hub cannot wait (no fd for its poller).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let other = std::thread::spawn(move || {
+    ///     tx.send(greenhouse::HubHandle::current().unwrap()).unwrap();
+    ///     greenhouse::sleep(std::time::Duration::from_millis(300)); // its hub runs
+    /// });
+    /// let hub = rx.recv()?;
+    /// let job = hub.submit(|| std::thread::current().id())?;
+    /// // Meanwhile this thread's greenlets run; join parks only the caller.
+    /// let ran_on = job.join()?;
+    /// assert_ne!(ran_on, std::thread::current().id());
+    /// other.join().unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit<F, R>(&self, f: F) -> Result<RemoteJoinHandle<R>, Error>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (waker, wait) = remote_wait().map_err(Error::spawn)?;
+        let slot: Arc<Mutex<Option<Result<R, Error>>>> = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        let job = move || {
+            // Runs in the target hub's drain, where no user code may run:
+            // it only spawns `f` and links the delivery of its result
+            // (taken out of its join state: nobody else joins it).
+            let deliver = move |r: Option<Result<R, Error>>| {
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = r;
+                waker.wake();
+            };
+            match super::Builder::new().spawn(f) {
+                Ok(h) => {
+                    h.link_slot(Box::new(move |_, slot| deliver(slot.take())));
+                }
+                Err(e) => deliver(Some(Err(e))),
+            }
+        };
+        self.remote
+            .send(Job::Run(Box::new(job)))
+            .map_err(|_| Error::HubClosed)?;
+        Ok(RemoteJoinHandle { slot, wait })
+    }
+
+    /// Runs `f` on the hub as a new greenlet and returns its result, parking
+    /// only the calling greenlet meanwhile: `submit(f)?.join()`.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit) and [`RemoteJoinHandle::join`].
+    pub fn call<F, R>(&self, f: F) -> Result<R, Error>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(f)?.join()
+    }
+
     /// Whether the hub's thread has exited (later `spawn`s fail).
     pub fn is_closed(&self) -> bool {
         self.remote.lock().closed
+    }
+
+    /// Whether both handles reach the same hub.
+    pub fn same_hub(&self, other: &HubHandle) -> bool {
+        Arc::ptr_eq(&self.remote, &other.remote)
+    }
+}
+
+/// The result of a closure handed to another hub with
+/// [`HubHandle::submit`]. `!Send`: it is joined on the thread that
+/// submitted it.
+pub struct RemoteJoinHandle<R> {
+    slot: Arc<Mutex<Option<Result<R, Error>>>>,
+    wait: RemoteWait,
+}
+
+impl<R> RemoteJoinHandle<R> {
+    /// Parks the calling greenlet until the closure has finished on its
+    /// hub, and returns its result.
+    ///
+    /// # Errors
+    /// - [`Error::Panicked`] if the closure panicked (its greenlet's name,
+    ///   message and payload);
+    /// - [`Error::Killed`] if its greenlet was killed there;
+    /// - [`Error::HubClosed`] if the hub exited before running it;
+    /// - [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout)
+    ///   expired first (the closure still runs; its result is dropped).
+    pub fn join(self) -> Result<R, Error> {
+        self.join_until(None)
+    }
+
+    /// [`join`](Self::join), giving up after `timeout` with
+    /// [`Error::TimedOut`] (the closure still runs; its result is dropped).
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    pub fn join_timeout(self, timeout: std::time::Duration) -> Result<R, Error> {
+        self.join_until(super::watcher::deadline(Some(timeout)))
+    }
+
+    fn join_until(self, deadline: Option<Instant>) -> Result<R, Error> {
+        let woke = self.wait.wait(deadline);
+        if woke != Woke::Ready {
+            return Err(woke.error());
+        }
+        let r = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // The waker fired without a result: the job was dropped unrun.
+        r.unwrap_or(Err(Error::HubClosed))
+    }
+}
+
+impl<R> fmt::Debug for RemoteJoinHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteJoinHandle").finish_non_exhaustive()
     }
 }
 
@@ -268,8 +396,22 @@ impl RemoteWaker {
 
 impl Drop for RemoteWaker {
     fn drop(&mut self) {
-        // Fails only if the hub is gone, and its waiter with it.
-        let _ = self.remote.send(Job::Wake(self.key));
+        // On the waiter's own thread: a ready-queue push, no inbox and no
+        // notify (the hub is running: it is this thread).
+        let local = super::try_with(|hub| {
+            let mine = hub
+                .remote
+                .get()
+                .is_some_and(|r| Arc::ptr_eq(r, &self.remote));
+            if mine {
+                wake_key(&hub.remote_waits, &hub.ready, self.key);
+            }
+            mine
+        });
+        if local != Some(true) {
+            // Fails only if the hub is gone, and its waiter with it.
+            let _ = self.remote.send(Job::Wake(self.key));
+        }
         self.remote.release();
     }
 }

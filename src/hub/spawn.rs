@@ -802,7 +802,7 @@ impl<T> JoinHandle<T> {
         key
     }
 
-    fn link_slot(&self, cb: Callback<T>) -> LinkKey {
+    pub(crate) fn link_slot(&self, cb: Callback<T>) -> LinkKey {
         let key = self.next_key();
         if self.state.done.get() {
             self.state.run_callback(&self.g, cb);

@@ -13,8 +13,11 @@
 //! that times out or is killed leaves the queue and never swallows an item
 //! or a permit.
 //!
-//! Every type here is a cheap, cloneable handle (clones share state), and
-//! `!Send`: they belong to one hub. To reach them from another OS thread,
+//! - [`mpmc`]: the exception, channels *between* hubs and threads
+//!   (`Send` senders and receivers; a wait parks only its greenlet).
+//!
+//! Every other type here is a cheap, cloneable handle (clones share
+//! state), and `!Send`: they belong to one hub. To reach them from another OS thread,
 //! hand a closure to the hub with a [`HubHandle`](crate::HubHandle), or run
 //! blocking work with [`spawn_blocking`](crate::threadpool::spawn_blocking).
 //!
@@ -24,6 +27,7 @@
 //! ```
 
 mod event;
+pub mod mpmc;
 mod queue;
 mod semaphore;
 mod waiters;
