@@ -18,6 +18,8 @@
 //!   for completion callbacks.
 //! - [`threadpool`]: `spawn_blocking` for truly blocking calls;
 //!   [`HubHandle`] to hand closures to a hub from other threads.
+//! - [`Runtime`] and [`runtime::Server`]: a hub per core, and one server
+//!   over all of them; [`sync::mpmc`] channels between hubs.
 //! - [`local`]: greenlet-local storage.
 //! - `monkey` (cargo feature `monkey`): `monkey::patch_all()` makes
 //!   blocking std and third-party code (std sockets, `thread::sleep`, name
@@ -78,6 +80,7 @@ pub mod monkey;
 pub mod net;
 pub mod pool;
 pub mod process;
+pub mod runtime;
 pub mod signal;
 mod stack;
 pub mod sync;
@@ -94,6 +97,7 @@ pub use hub::{
     set_blocked_hook, set_blocked_threshold, sleep, sleep_until, spawn, spawn_later, stats, wait,
     with_timeout, with_timeout_silent, yield_now,
 };
+pub use runtime::Runtime;
 pub use stack::DEFAULT_STACK_SIZE;
 
 /// The greenlet running now (gevent's `getcurrent`).

@@ -935,3 +935,21 @@ pub(crate) fn kill_nowait(g: &Rc<Inner>, error: Option<Error>) {
     }
     super::with(|hub| scheduler::throw_into(&hub.ready, g, error));
 }
+
+/// Raises [`GreenletExit`] in every spawned greenlet of this thread that
+/// is still alive (a [`Runtime`](crate::Runtime) hub shutting down).
+pub(crate) fn kill_all_spawned() {
+    for g in greenlet::live_records() {
+        if g.spawned && !g.is_dead() && greenlet::current_ptr() != Rc::as_ptr(&g) {
+            kill_nowait(&g, None);
+        }
+    }
+}
+
+/// How many spawned greenlets of this thread are still alive.
+pub(crate) fn live_spawned() -> usize {
+    greenlet::live_records()
+        .iter()
+        .filter(|g| g.spawned && !g.is_dead())
+        .count()
+}

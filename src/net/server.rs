@@ -11,13 +11,24 @@ use std::time::Duration;
 use super::addr::ToSocketAddrs;
 use super::crew::Crew;
 use super::tcp::{TcpListener, TcpStream};
+use crate::sync::mpmc;
 
 type Handler = dyn Fn(TcpStream, SocketAddr);
+
+/// Where connections come from.
+#[derive(Clone)]
+enum Incoming {
+    /// Accepted here.
+    Listener(Rc<TcpListener>),
+    /// Accepted by another hub and handed over (the acceptor of a
+    /// multi-hub [`Server`](crate::runtime::Server) without `SO_REUSEPORT`).
+    Inbox(mpmc::Receiver<(std::net::TcpStream, SocketAddr)>),
+}
 
 struct Shared {
     addr: SocketAddr,
     handler: Rc<Handler>,
-    listener: RefCell<Option<Rc<TcpListener>>>,
+    incoming: RefCell<Option<Incoming>>,
     crew: Rc<Crew>,
 }
 
@@ -99,14 +110,38 @@ impl StreamServer {
         F: Fn(TcpStream, SocketAddr) + 'static,
     {
         let addr = listener.local_addr()?;
-        Ok(StreamServer {
+        Ok(StreamServer::with_incoming(
+            addr,
+            Incoming::Listener(Rc::new(listener)),
+            handler,
+        ))
+    }
+
+    /// Serves connections another hub accepted on `addr` and sends here
+    /// (they are adopted as greenhouse streams on this hub).
+    pub(crate) fn from_inbox<F>(
+        addr: SocketAddr,
+        inbox: mpmc::Receiver<(std::net::TcpStream, SocketAddr)>,
+        handler: F,
+    ) -> StreamServer
+    where
+        F: Fn(TcpStream, SocketAddr) + 'static,
+    {
+        StreamServer::with_incoming(addr, Incoming::Inbox(inbox), handler)
+    }
+
+    fn with_incoming<F>(addr: SocketAddr, incoming: Incoming, handler: F) -> StreamServer
+    where
+        F: Fn(TcpStream, SocketAddr) + 'static,
+    {
+        StreamServer {
             shared: Rc::new(Shared {
                 addr,
                 handler: Rc::new(handler),
-                listener: RefCell::new(Some(Rc::new(listener))),
+                incoming: RefCell::new(Some(incoming)),
                 crew: Rc::default(),
             }),
-        })
+        }
     }
 
     /// Caps concurrent connections at `max` (at least 1); `None` removes
@@ -142,15 +177,18 @@ impl StreamServer {
     /// `InvalidInput` if the server was stopped; nothing if already running.
     pub fn start(&self) -> io::Result<()> {
         let sh = &self.shared;
-        let listener =
-            sh.listener.borrow().clone().ok_or_else(|| {
+        let incoming =
+            sh.incoming.borrow().clone().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "the server was stopped")
             })?;
         let me = sh.clone();
-        sh.crew
-            .start(format!("StreamServer({})", sh.addr), move || {
-                accept_loop(&me, &listener)
-            })
+        sh.crew.start(
+            format!("StreamServer({})", sh.addr),
+            move || match incoming {
+                Incoming::Listener(l) => accept_loop(&me, &l),
+                Incoming::Inbox(rx) => inbox_loop(&me, &rx),
+            },
+        )
     }
 
     /// Starts (if needed) and waits until the server is stopped: the
@@ -166,6 +204,13 @@ impl StreamServer {
         self.shared.crew.wait_finished()
     }
 
+    /// Waits until the accept loop has ended and a stop that ended it is
+    /// done, without starting it ([`serve_forever`](Self::serve_forever)
+    /// starts it first).
+    pub(crate) fn wait_stopped(&self) -> io::Result<()> {
+        self.shared.crew.wait_finished()
+    }
+
     /// Stops the server: closes the listener at once (new connections are
     /// refused), waits up to `timeout` for the running handlers to finish
     /// (`None`: do not wait), then kills the rest.
@@ -175,7 +220,7 @@ impl StreamServer {
     pub fn stop(&self, timeout: Option<Duration>) -> io::Result<()> {
         let sh = &self.shared;
         sh.crew
-            .stop(timeout, || drop(sh.listener.borrow_mut().take()))
+            .stop(timeout, || drop(sh.incoming.borrow_mut().take()))
     }
 }
 
@@ -228,6 +273,28 @@ fn accept_loop(sh: &Rc<Shared>, listener: &TcpListener) {
             Err(e) if transient(&e) => {}
             Err(e) => {
                 sh.crew.fail(e);
+                return;
+            }
+        }
+    }
+}
+
+/// The loop of a server fed by another hub's acceptor: ends when the
+/// acceptor is gone (the channel closed), or when stopped.
+fn inbox_loop(sh: &Rc<Shared>, inbox: &mpmc::Receiver<(std::net::TcpStream, SocketAddr)>) {
+    loop {
+        if !sh.crew.before_taking() {
+            return;
+        }
+        match inbox.recv() {
+            Ok((stream, peer)) => {
+                let stream = TcpStream::from(stream);
+                let handler = sh.handler.clone();
+                sh.crew.spawn_handler(move || handler(stream, peer));
+            }
+            Err(crate::Error::Closed) => return,
+            Err(e) => {
+                sh.crew.fail(e.into());
                 return;
             }
         }
