@@ -15,13 +15,23 @@
 //! `tokio` (`current_thread`), `may` (one worker), `threads` (one OS thread
 //! per connection).
 //!
+//! Multi-core contenders (`--servers` names them; `--multi` runs this set:
+//! `raw-epoll-2,greenhouse,greenhouse-2,tokio-mt2,may-2`): `raw-epoll-2`
+//! (two raw loops on two `SO_REUSEPORT` listeners, sharing nothing: two
+//! processes' worth in one, so one `getrusage` counts both),
+//! `greenhouse-2` (a `Runtime` of 2 hubs and a `runtime::Server`),
+//! `tokio-mt2` (`multi_thread`, 2 workers), `may-2` (2 workers). They are
+//! not pinned: they run on both cores, alongside the load generator, so
+//! CPU per round trip and total throughput are the figures to compare
+//! (`--load-cores 0,1` lets the load generator use both cores too).
+//!
 //! This machine is shared and noisy, so each configuration is measured
 //! `--repeat` times (default 3), with all servers interleaved within a
 //! round. The table shows each server's median run (by CPU per round trip).
 //!
 //! ```text
 //! cargo run --release --example echo_bench -- [--conns 500,5000] [--secs 5] [--repeat 3]
-//!     [--servers raw-epoll,greenhouse,tokio,may,threads]
+//!     [--servers raw-epoll,greenhouse,tokio,may,threads] [--multi]
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -35,6 +45,14 @@ const MSG: usize = 64;
 /// The raw loop's poller key for the listener (`usize::MAX` is reserved).
 const LISTENER_KEY: usize = usize::MAX - 1;
 const SERVERS: [&str; 5] = ["raw-epoll", "greenhouse", "tokio", "may", "threads"];
+/// The multi-core set (`--multi`), with greenhouse on one hub for scaling.
+const MULTI: [&str; 5] = [
+    "raw-epoll-2",
+    "greenhouse",
+    "greenhouse-2",
+    "tokio-mt2",
+    "may-2",
+];
 
 /// Pins the calling thread (and threads it spawns later) to one core.
 fn pin_to(core: usize) {
@@ -43,6 +61,18 @@ fn pin_to(core: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Lets the calling thread (and threads it spawns later) run on `cores`.
+fn pin_to_cores(cores: &[usize]) {
+    // SAFETY: as in `pin_to`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
@@ -83,24 +113,55 @@ fn raise_nofile() {
 
 // ---------------------------------------------------------------- servers
 
+/// A listener with a large backlog (and `SO_REUSEPORT` if asked).
+fn bench_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock.into())
+}
+
+/// Whether `kind` is a contender that uses both cores.
+fn multi_core(kind: &str) -> bool {
+    kind.ends_with("-2") || kind.ends_with("-mt2")
+}
+
 /// Child side: serve, print the address, and on "stop" report CPU and RSS.
 fn serve(kind: &str) -> io::Result<()> {
-    pin_to(1);
+    if multi_core(kind) {
+        pin_to_cores(&[0, 1]);
+    } else {
+        pin_to(1);
+    }
     raise_nofile();
     // Every server gets the same listener with a large backlog, so the
     // burst of 5,000 simultaneous connects does not overflow it (std's
     // `bind` uses 128, and overflowed connections get reset later).
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    sock.set_reuse_address(true)?;
-    sock.bind(
-        &"127.0.0.1:0"
-            .parse::<SocketAddr>()
-            .map_err(io::Error::other)?
-            .into(),
-    )?;
-    sock.listen(4096)?;
-    let listener: std::net::TcpListener = sock.into();
-    let addr = listener.local_addr()?;
+    let any: SocketAddr = "127.0.0.1:0".parse().map_err(io::Error::other)?;
+    // greenhouse-2's hubs bind their own listeners: started before the
+    // address is announced, so no connection lands on a listener that is
+    // not served yet.
+    let hubs = if kind == "greenhouse-2" {
+        let rt = greenhouse::Runtime::builder().hubs(2).build()?;
+        let server = greenhouse::runtime::Server::builder(any)
+            .start(&rt, |_| |conn, _| echo_greenhouse(conn))?;
+        Some((rt, server))
+    } else {
+        None
+    };
+    let listener = match &hubs {
+        Some(_) => None,
+        None => Some(bench_listener(any, multi_core(kind))?),
+    };
+    let addr = match (&hubs, &listener) {
+        (Some((_, server)), _) => server.local_addr(),
+        (None, Some(l)) => l.local_addr()?,
+        (None, None) => unreachable!("one of them is made above"),
+    };
     // The control thread: "start" and "mark" snapshot CPU time (and RSS at
     // "mark", while every connection is open); "report" prints and exits.
     std::thread::spawn(move || {
@@ -121,6 +182,12 @@ fn serve(kind: &str) -> io::Result<()> {
     });
     println!("ADDR {addr}");
     io::stdout().flush()?;
+    if let Some((_rt, server)) = hubs {
+        return server.wait().map_err(io::Error::from);
+    }
+    let Some(listener) = listener else {
+        return Err(io::Error::other("no listener"));
+    };
     match kind {
         "raw-epoll" => serve_raw(listener),
         "greenhouse" => serve_greenhouse(listener),
@@ -132,56 +199,83 @@ fn serve(kind: &str) -> io::Result<()> {
         }
         "tokio" => serve_tokio(listener),
         "may" => serve_may(listener),
+        "raw-epoll-2" => {
+            let second = bench_listener(addr, true)?;
+            std::thread::spawn(move || serve_raw(second));
+            serve_raw(listener)
+        }
+        "tokio-mt2" => serve_tokio_mt(listener, 2),
+        "may-2" => {
+            may::config().set_workers(2);
+            serve_may(listener)
+        }
         "threads" => serve_threads(listener),
         other => Err(io::Error::other(format!("unknown server {other}"))),
     }
 }
 
 fn serve_greenhouse(l: std::net::TcpListener) -> io::Result<()> {
-    let server = greenhouse::net::StreamServer::from_listener(l.into(), |conn, _| {
-        let _ = conn.set_nodelay(true);
-        let mut buf = [0u8; 4096];
-        loop {
-            match (&conn).read(&mut buf) {
-                Ok(0) => return,
-                Err(e) => return eprintln!("  greenhouse server read: {e}"),
-                Ok(n) => {
-                    if let Err(e) = (&conn).write_all(&buf[..n]) {
-                        return eprintln!("  greenhouse server write: {e}");
-                    }
-                }
-            }
-        }
-    })?;
+    let server =
+        greenhouse::net::StreamServer::from_listener(l.into(), |conn, _| echo_greenhouse(conn))?;
     server.serve_forever()
 }
 
-fn serve_tokio(l: std::net::TcpListener) -> io::Result<()> {
+/// One greenhouse echo connection.
+fn echo_greenhouse(conn: greenhouse::net::TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let mut buf = [0u8; 4096];
+    loop {
+        match (&conn).read(&mut buf) {
+            Ok(0) => return,
+            Err(e) => return eprintln!("  greenhouse server read: {e}"),
+            Ok(n) => {
+                if let Err(e) = (&conn).write_all(&buf[..n]) {
+                    return eprintln!("  greenhouse server write: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// tokio's `multi_thread` runtime with `workers` workers.
+fn serve_tokio_mt(l: std::net::TcpListener, workers: usize) -> io::Result<()> {
+    l.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_io()
+        .build()?;
+    rt.block_on(tokio_accept_loop(l))
+}
+
+/// The tokio server's accept loop (both runtimes).
+async fn tokio_accept_loop(l: std::net::TcpListener) -> io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::from_std(l)?;
+    loop {
+        let (mut s, _) = l.accept().await?;
+        let _ = s.set_nodelay(true);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn serve_tokio(l: std::net::TcpListener) -> io::Result<()> {
     l.set_nonblocking(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
-    rt.block_on(async move {
-        let l = tokio::net::TcpListener::from_std(l)?;
-        loop {
-            let (mut s, _) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    })
+    rt.block_on(tokio_accept_loop(l))
 }
 
 fn serve_may(l: std::net::TcpListener) -> io::Result<()> {
@@ -479,12 +573,23 @@ fn main() -> io::Result<()> {
     let mut secs = 5.0;
     let mut repeat = 3usize;
     let mut servers: Vec<String> = SERVERS.iter().map(|s| s.to_string()).collect();
+    let mut load_cores = vec![0usize];
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--multi" {
+            servers = MULTI.iter().map(|s| s.to_string()).collect();
+            continue;
+        }
         let v = it
             .next()
             .ok_or_else(|| io::Error::other(format!("{a} needs a value")))?;
         match a.as_str() {
+            "--load-cores" => {
+                load_cores = v
+                    .split(',')
+                    .map(|x| x.parse().map_err(io::Error::other))
+                    .collect::<io::Result<_>>()?
+            }
             "--conns" => {
                 conn_counts = v
                     .split(',')
@@ -497,11 +602,11 @@ fn main() -> io::Result<()> {
             other => return Err(io::Error::other(format!("unknown flag {other}"))),
         }
     }
-    pin_to(0);
+    pin_to_cores(&load_cores);
     raise_nofile();
     println!(
         "echo benchmark: {MSG}-byte round trips, {secs} s per run, median of {repeat}; \
-         server on core 1, load on core 0"
+         single-core servers on core 1, multi-core ones on 0 and 1, load on {load_cores:?}"
     );
     for &conns in &conn_counts {
         let mut runs: Vec<Vec<Row>> = servers.iter().map(|_| Vec::new()).collect();
@@ -520,10 +625,13 @@ fn main() -> io::Result<()> {
                 median
             })
             .collect();
-        let base = rows.iter().find(|r| r.server == "raw-epoll");
+        let base = rows
+            .iter()
+            .find(|r| r.server == "raw-epoll")
+            .or_else(|| rows.iter().find(|r| r.server == "raw-epoll-2"));
         println!("\n{conns} connections");
         println!(
-            "  {:<11} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7}",
+            "  {:<13} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7}",
             "server",
             "rt/s",
             "p50 µs",
@@ -540,7 +648,7 @@ fn main() -> io::Result<()> {
                 None => (f64::NAN, f64::NAN),
             };
             println!(
-                "  {:<11} {:>10.0} {:>7} {:>7} {:>9.0} {:>9.2} {:>9.2} {:>8.1} {:>7}",
+                "  {:<13} {:>10.0} {:>7} {:>7} {:>9.0} {:>9.2} {:>9.2} {:>8.1} {:>7}",
                 r.server, r.rps, r.p50, r.p99, r.cpu_ns_per_rt, cpu_x, rps_x, r.rss_mib, r.errors
             );
         }

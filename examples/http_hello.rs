@@ -1,10 +1,12 @@
 //! A minimal HTTP/1.1 keep-alive "Hello, world!" server on one thread, for
 //! load generators such as `wrk`. Requests are parsed with `httparse`;
 //! pipelined requests are answered in order. Ctrl-C (or SIGTERM) stops
-//! it gracefully: open connections get 5 s to finish.
+//! it gracefully: open connections get 5 s to finish. `--hubs N` serves on
+//! N hubs (a `Runtime` and a `runtime::Server`, one `SO_REUSEPORT`
+//! listener per hub), all stopped together by the signal.
 //!
 //! ```text
-//! cargo run --release --example http_hello -- [--addr 127.0.0.1:8080]
+//! cargo run --release --example http_hello -- [--addr 127.0.0.1:8080] [--hubs 2]
 //! wrk -t1 -c100 -d10s http://127.0.0.1:8080/
 //! ```
 
@@ -84,7 +86,9 @@ fn serve(conn: TcpStream) -> io::Result<()> {
 
 fn main() -> io::Result<()> {
     let mut addr = "127.0.0.1:8080".to_string();
+    let mut hubs = 1usize;
     let mut args = std::env::args().skip(1);
+    let usage = "usage: http_hello [--addr HOST:PORT] [--hubs N]";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--addr" => {
@@ -92,12 +96,20 @@ fn main() -> io::Result<()> {
                     .next()
                     .ok_or_else(|| io::Error::other("--addr needs a value"))?
             }
+            "--hubs" => {
+                hubs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| io::Error::other("--hubs needs a number of at least 1"))?
+            }
             other => {
-                return Err(io::Error::other(format!(
-                    "unknown flag {other}; usage: http_hello [--addr HOST:PORT]"
-                )));
+                return Err(io::Error::other(format!("unknown flag {other}; {usage}")));
             }
         }
+    }
+    if hubs > 1 {
+        return serve_on_hubs(&addr, hubs);
     }
     let server = StreamServer::bind(addr.as_str(), |conn, _| {
         let _ = serve(conn);
@@ -111,6 +123,25 @@ fn main() -> io::Result<()> {
     }
     println!("http_hello listening on http://{}/", server.local_addr());
     server.serve_forever()?;
+    println!("stopped");
+    Ok(())
+}
+
+/// The same server on `hubs` hubs, one `SO_REUSEPORT` listener each;
+/// Ctrl-C/SIGTERM stops every hub gracefully.
+fn serve_on_hubs(addr: &str, hubs: usize) -> io::Result<()> {
+    let rt = greenhouse::Runtime::builder().hubs(hubs).build()?;
+    let server = greenhouse::runtime::Server::builder(addr).start(&rt, |_| {
+        |conn, _| {
+            let _ = serve(conn);
+        }
+    })?;
+    let _stop = server.stop_on_signals(&[libc::SIGINT, libc::SIGTERM], Duration::from_secs(5))?;
+    println!(
+        "http_hello listening on http://{}/ on {hubs} hubs",
+        server.local_addr()
+    );
+    server.wait().map_err(io::Error::from)?;
     println!("stopped");
     Ok(())
 }
@@ -137,4 +168,25 @@ fn keep_alive_pipelining_and_close() -> io::Result<()> {
     bad.read_to_string(&mut reply)?;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     server.stop(None)
+}
+
+#[test]
+fn serves_on_two_hubs() -> io::Result<()> {
+    let rt = greenhouse::Runtime::builder().hubs(2).build()?;
+    let server = greenhouse::runtime::Server::builder("127.0.0.1:0").start(&rt, |_| {
+        |conn, _| {
+            let _ = serve(conn);
+        }
+    })?;
+    let mut bodies = 0;
+    for _ in 0..20 {
+        let mut c = std::net::TcpStream::connect(server.local_addr())?;
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut all = String::new();
+        c.read_to_string(&mut all)?;
+        bodies += all.matches(BODY).count();
+    }
+    assert_eq!(bodies, 20);
+    assert_eq!(server.accepted(), 20);
+    server.stop(None).map_err(io::Error::from)
 }

@@ -3,7 +3,9 @@
 //!
 //! Starts an echo `StreamServer` on its own thread (one thread, one greenlet
 //! per connection) unless `--addr` names a running server. Then it runs N
-//! concurrent clients as greenlets on this thread's hub. Each client sends
+//! concurrent clients as greenlets on this thread's hub. With `--hubs H`
+//! the server is a `runtime::Server` on H hubs (`SO_REUSEPORT`), and the
+//! clients are spread over H hubs of a second `Runtime`. Each client sends
 //! numbered messages and checks every echoed byte. It shows live progress,
 //! then a table: clients, round trips, round trips/s, p50/p99/p999 latency,
 //! connect errors, and lost or corrupted messages. It exits non-zero on any
@@ -11,16 +13,19 @@
 //!
 //! ```text
 //! cargo run --release --example stress -- [--clients 500] [--size 64]
-//!     [--duration 5 | --rounds N] [--addr HOST:PORT]
+//!     [--duration 5 | --rounds N] [--addr HOST:PORT] [--hubs H]
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use greenhouse::Runtime;
 use greenhouse::net::{StreamServer, TcpStream};
 use hdrhistogram::Histogram;
 
@@ -33,6 +38,8 @@ struct Config {
     rounds: Option<u64>,
     addr: Option<String>,
     progress: bool,
+    /// Hubs for the server and for the clients (1: one thread each).
+    hubs: usize,
 }
 
 impl Default for Config {
@@ -44,6 +51,7 @@ impl Default for Config {
             rounds: None,
             addr: None,
             progress: true,
+            hubs: 1,
         }
     }
 }
@@ -80,15 +88,23 @@ fn parse_args() -> Result<Config, String> {
                 c.duration = None;
             }
             "--addr" => c.addr = Some(value("--addr")?),
+            "--hubs" => {
+                c.hubs = value("--hubs")?
+                    .parse()
+                    .map_err(|e| format!("--hubs: {e}"))?
+            }
             "--no-progress" => c.progress = false,
             "-h" | "--help" => {
-                return Err("usage: stress [--clients N] [--size BYTES] [--duration SECS | --rounds N] [--addr HOST:PORT] [--no-progress]".into());
+                return Err("usage: stress [--clients N] [--size BYTES] [--duration SECS | --rounds N] [--addr HOST:PORT] [--hubs H] [--no-progress]".into());
             }
             other => return Err(format!("unknown flag {other} (try --help)")),
         }
     }
     if c.clients == 0 {
         return Err("--clients must be at least 1".into());
+    }
+    if c.hubs == 0 {
+        return Err("--hubs must be at least 1".into());
     }
     c.size = c.size.max(16);
     Ok(c)
@@ -144,27 +160,42 @@ fn fill(buf: &mut [u8], client: u64, seq: u64) {
     }
 }
 
-/// Starts an echo server on a thread of its own; returns its address.
-fn start_server() -> io::Result<SocketAddr> {
+/// Echoes `conn` until EOF or an error.
+fn echo(conn: TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match (&conn).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if (&conn).write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What keeps a multi-hub server running until the end of the test.
+type ServerRuntime = Option<(Runtime, greenhouse::runtime::Server)>;
+
+/// Starts the echo server: on a thread of its own, or on `hubs` hubs;
+/// returns its address.
+fn start_server(hubs: usize) -> io::Result<(SocketAddr, ServerRuntime)> {
+    if hubs > 1 {
+        let rt = Runtime::builder()
+            .hubs(hubs)
+            .thread_name("echo-server")
+            .build()?;
+        let server = greenhouse::runtime::Server::builder("127.0.0.1:0")
+            .start(&rt, |_| |conn, _| echo(conn))?;
+        return Ok((server.local_addr(), Some((rt, server))));
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("echo-server".into())
-        .spawn(move || {
-            let server = StreamServer::bind("127.0.0.1:0", |conn, _| {
-                let _ = conn.set_nodelay(true);
-                let mut buf = [0u8; 16 * 1024];
-                loop {
-                    match (&conn).read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if (&conn).write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-            match server {
+        .spawn(
+            move || match StreamServer::bind("127.0.0.1:0", |conn, _| echo(conn)) {
                 Ok(s) => {
                     let _ = tx.send(Ok(s.local_addr()));
                     if let Err(e) = s.serve_forever() {
@@ -174,23 +205,30 @@ fn start_server() -> io::Result<SocketAddr> {
                 Err(e) => {
                     let _ = tx.send(Err(e));
                 }
-            }
-        })?;
-    rx.recv()
-        .map_err(|_| io::Error::other("the server thread died"))?
+            },
+        )?;
+    let addr = rx
+        .recv()
+        .map_err(|_| io::Error::other("the server thread died"))??;
+    Ok((addr, None))
 }
 
+/// Shared by the clients of every hub (and the progress bar).
 #[derive(Default)]
 struct Counters {
-    round_trips: Cell<u64>,
-    connect_errors: Cell<u64>,
-    io_errors: Cell<u64>,
-    lost: Cell<u64>,
-    corrupted: Cell<u64>,
+    round_trips: AtomicU64,
+    connect_errors: AtomicU64,
+    io_errors: AtomicU64,
+    lost: AtomicU64,
+    corrupted: AtomicU64,
 }
 
-fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
 }
 
 /// One client: connect, then send numbered messages and check each echo.
@@ -200,7 +238,7 @@ fn client(
     cfg: &Config,
     deadline: Option<Instant>,
     n: &Counters,
-    hist: &RefCell<Histogram<u64>>,
+    hist: &std::cell::RefCell<Histogram<u64>>,
 ) {
     let mut conn = match TcpStream::connect(addr) {
         Ok(c) => c,
@@ -234,29 +272,48 @@ fn client(
     }
 }
 
-/// Runs the stress test and returns its report.
-fn run(cfg: &Config) -> io::Result<Report> {
-    let addr: SocketAddr = match &cfg.addr {
-        Some(a) => {
-            use greenhouse::net::ToSocketAddrs;
-            *a.to_addrs()?
-                .first()
-                .ok_or_else(|| io::Error::other("no address"))?
-        }
-        None => start_server()?,
-    };
-    let counters = Rc::new(Counters::default());
-    let hist = Rc::new(RefCell::new(
+/// Runs clients `ids` as greenlets on this thread's hub; their latencies.
+fn run_clients(
+    ids: impl Iterator<Item = u64>,
+    addr: SocketAddr,
+    cfg: &Config,
+    deadline: Option<Instant>,
+    counters: &Arc<Counters>,
+) -> io::Result<Histogram<u64>> {
+    let hist = Rc::new(std::cell::RefCell::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(io::Error::other)?,
     ));
-    let started = Instant::now();
-    let deadline = cfg.duration.map(|d| started + d);
-    let clients: Vec<_> = (0..cfg.clients as u64)
+    let clients: Vec<_> = ids
         .map(|id| {
             let (cfg, n, h) = (cfg.clone(), counters.clone(), hist.clone());
             greenhouse::spawn(move || client(id, addr, &cfg, deadline, &n, &h))
         })
         .collect();
+    for r in greenhouse::joinall(clients) {
+        if r.is_err() {
+            bump(&counters.io_errors);
+        }
+    }
+    let h = hist.borrow().clone();
+    Ok(h)
+}
+
+/// Runs the stress test and returns its report.
+fn run(cfg: &Config) -> io::Result<Report> {
+    let (addr, _server): (SocketAddr, ServerRuntime) = match &cfg.addr {
+        Some(a) => {
+            use greenhouse::net::ToSocketAddrs;
+            let addr = *a
+                .to_addrs()?
+                .first()
+                .ok_or_else(|| io::Error::other("no address"))?;
+            (addr, None)
+        }
+        None => start_server(cfg.hubs)?,
+    };
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let deadline = cfg.duration.map(|d| started + d);
     let done = Rc::new(Cell::new(false));
     let progress = cfg.progress.then(|| {
         let (n, done) = (counters.clone(), done.clone());
@@ -271,40 +328,58 @@ fn run(cfg: &Config) -> io::Result<Report> {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             while !done.get() {
-                let rt = n.round_trips.get();
+                let rt = get(&n.round_trips);
                 let rate = rt as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 bar.set_position(rt);
                 bar.set_message(format!(
                     "{rt} round trips, {rate:.0}/s, errors {}",
-                    n.connect_errors.get() + n.io_errors.get() + n.lost.get() + n.corrupted.get()
+                    get(&n.connect_errors) + get(&n.io_errors) + get(&n.lost) + get(&n.corrupted)
                 ));
                 greenhouse::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
         })
     });
-    for r in greenhouse::joinall(clients) {
-        if r.is_err() {
-            bump(&counters.io_errors);
+    let hist = if cfg.hubs > 1 {
+        // The clients spread over the hubs of a runtime of their own; this
+        // thread's hub runs the progress bar while it waits.
+        let rt = Runtime::builder()
+            .hubs(cfg.hubs)
+            .thread_name("stress-client")
+            .build()?;
+        let (cfg2, n) = (cfg.clone(), counters.clone());
+        let hubs = cfg.hubs as u64;
+        let hists = rt
+            .run_on_each(move |i| {
+                let ids = (0..cfg2.clients as u64).filter(|id| id % hubs == i as u64);
+                run_clients(ids, addr, &cfg2, deadline, &n)
+            })
+            .map_err(io::Error::from)?;
+        let mut all =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(io::Error::other)?;
+        for h in hists {
+            all.add(h?).map_err(io::Error::other)?;
         }
-    }
+        all
+    } else {
+        run_clients(0..cfg.clients as u64, addr, cfg, deadline, &counters)?
+    };
     let elapsed = started.elapsed();
     done.set(true);
     if let Some(p) = progress {
         let _ = p.join();
     }
-    let h = hist.borrow();
     Ok(Report {
         clients: cfg.clients,
-        round_trips: counters.round_trips.get(),
+        round_trips: get(&counters.round_trips),
         elapsed,
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        connect_errors: counters.connect_errors.get(),
-        io_errors: counters.io_errors.get(),
-        lost: counters.lost.get(),
-        corrupted: counters.corrupted.get(),
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        connect_errors: get(&counters.connect_errors),
+        io_errors: get(&counters.io_errors),
+        lost: get(&counters.lost),
+        corrupted: get(&counters.corrupted),
     })
 }
 
@@ -317,9 +392,11 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "greenhouse stress: {} clients, {} byte messages, {}",
+        "greenhouse stress: {} clients, {} byte messages, {} hub{}, {}",
         cfg.clients,
         cfg.size,
+        cfg.hubs,
+        if cfg.hubs == 1 { "" } else { "s" },
         match (cfg.rounds, cfg.duration) {
             (Some(r), _) => format!("{r} rounds each"),
             (_, Some(d)) => format!("{:.1} s", d.as_secs_f64()),
@@ -351,9 +428,26 @@ fn stress_small_run_has_no_errors() {
         rounds: Some(20),
         addr: None,
         progress: false,
+        hubs: 1,
     };
     let r = run(&cfg).unwrap();
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.round_trips, 50 * 20);
     assert!(r.p50_us >= 1 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us);
+}
+
+#[test]
+fn stress_on_two_hubs_has_no_errors() {
+    let cfg = Config {
+        clients: 60,
+        size: 100,
+        duration: None,
+        rounds: Some(20),
+        addr: None,
+        progress: false,
+        hubs: 2,
+    };
+    let r = run(&cfg).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.round_trips, 60 * 20);
 }

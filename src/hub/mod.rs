@@ -71,6 +71,19 @@ pub(crate) struct Hub {
     pub(crate) clock: Cell<Instant>,
     /// Ticks left before the clock is read on the fast path.
     clock_in: Cell<u32>,
+    /// Work from other threads ran since the last blocking poll (see
+    /// `spin_for_remote`).
+    remote_busy: Cell<bool>,
+}
+
+/// How long a hub that just ran work from other threads spins for more
+/// before it blocks in its poll.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Whether this process may run on more than one CPU (read once).
+fn multi_cpu() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
 /// On the tick fast path (no timers, no IO), how many ticks may pass
@@ -102,6 +115,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
                 probe: monitor::register(),
                 clock: Cell::new(Instant::now()),
                 clock_in: Cell::new(CLOCK_EVERY),
+                remote_busy: Cell::new(false),
             });
             greenlet::install_scheduler(hub.clone());
             hub
@@ -131,6 +145,32 @@ impl Hub {
         if let Some(r) = self.remote.get() {
             if r.has_jobs() {
                 remote::drain(r, &self.remote_waits, &self.ready);
+                self.remote_busy.set(true);
+            }
+        }
+    }
+
+    /// Before a blocking poll of a hub that just ran work from other
+    /// threads: waits up to [`SPIN`] for more (a cross-hub ping-pong's
+    /// answer), without system calls, as the sender writes the eventfd
+    /// only for a hub that announced it sleeps. Only on a machine with
+    /// more than one CPU (spinning on one would keep the sender off it),
+    /// and never past `until`. True if a job came.
+    fn spin_for_remote(&self, r: &Remote, until: Option<Instant>) -> bool {
+        if !self.remote_busy.replace(false) || !multi_cpu() {
+            return false;
+        }
+        let start = Instant::now();
+        let end = until.map_or(start + SPIN, |u| u.min(start + SPIN));
+        let mut n = 0u32;
+        loop {
+            if r.has_jobs() {
+                return true;
+            }
+            std::hint::spin_loop();
+            n += 1;
+            if n % 64 == 0 && Instant::now() >= end {
+                return false;
             }
         }
     }
@@ -159,9 +199,26 @@ impl Hub {
                 None => return false, // deadlock
             }
         };
+        // Another thread's handoff: spin briefly if they came just now,
+        // then announce the sleep (the handoff's side of it is in
+        // `Remote::send`).
+        let mut timeout = timeout;
+        let remote = self
+            .remote
+            .get()
+            .filter(|_| timeout != Some(Duration::ZERO));
+        if let Some(r) = remote {
+            let until = timeout.map(|t| now + t);
+            if self.spin_for_remote(r, until) || !r.announce_sleep() {
+                timeout = Some(Duration::ZERO);
+            }
+        }
         self.probe.set_polling(true);
         let polled = self.reactor.poll(timeout, &self.ready);
         self.probe.set_polling(false);
+        if let Some(r) = remote {
+            r.woke_up();
+        }
         if let Err(e) = polled {
             // Cannot poll (e.g. no fd left for the poller): fall back to a
             // plain sleep for timers and let IO waiters retry.

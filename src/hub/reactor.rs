@@ -14,7 +14,7 @@
 //! deleting go through `rustix`'s safe `epoll` calls (so `EPOLLRDHUP` can
 //! be asked for, which `polling` cannot). The wait is one `epoll_pwait2`
 //! (nanosecond timeouts; `epoll_wait` on kernels without it): one system
-//! call per hub wait, plus one `read` of the eventfd after a notify.
+//! call per hub wait. The eventfd is edge-triggered and never read.
 //!
 //! # Invariant
 //! A [`Source`] in the slab refers to an fd that stays open until
@@ -190,7 +190,7 @@ fn epoll_wait(
 }
 
 /// Wakes a hub blocked in its epoll wait, from any thread: an eventfd in
-/// the hub's epoll set (level-triggered, drained by the hub).
+/// the hub's epoll set (edge-triggered, never read: see `drained`).
 pub(crate) struct Notifier {
     fd: OwnedFd,
     /// A write is outstanding: later notifies need not write again until
@@ -202,8 +202,8 @@ impl Notifier {
     /// Makes the hub's current or next epoll wait return.
     ///
     /// # Errors
-    /// If the eventfd cannot be written (it never fills: a hub drains it
-    /// before the counter could reach its maximum).
+    /// If the eventfd cannot be written (it never fills: its counter
+    /// grows by one per hub wake-up, and would need 2^64 of them).
     pub(crate) fn notify(&self) -> io::Result<()> {
         if self.notified.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -212,13 +212,14 @@ impl Notifier {
         Ok(())
     }
 
-    /// The hub's side, after the eventfd was reported readable. Reads
-    /// first, then clears the flag: a notify racing with this either wrote
-    /// after the clear (the next wait sees it) or was absorbed before it,
-    /// and the hub drains its inbox after every poll anyway.
-    fn drain(&self) {
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&self.fd, &mut buf);
+    /// The hub's side, after the eventfd reported a write. The eventfd is
+    /// edge-triggered, and every write makes an edge, so it is never read
+    /// (one system call less per cross-thread wake-up): its counter only
+    /// grows, by one per notify that found the flag clear, and would need
+    /// 2^64 of them to fill. A notify racing with this either saw the flag
+    /// still set (and did not write; the hub drains its inbox after every
+    /// poll anyway) or writes after it (the next wait sees that edge).
+    fn drained(&self) {
         self.notified.store(false, Ordering::Release);
     }
 }
@@ -237,7 +238,7 @@ impl Epoll {
             &fd,
             &efd,
             epoll::EventData::new_u64(NOTIFY_KEY),
-            epoll::EventFlags::IN,
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
         )?;
         let notifier = Arc::new(Notifier {
             fd: efd,
@@ -562,8 +563,7 @@ impl Reactor {
     }
 
     /// Waits for IO events (up to `timeout`) and makes their waiters ready:
-    /// one `epoll_pwait2`; a notify from another thread also costs a `read`
-    /// of the eventfd.
+    /// one `epoll_pwait2`.
     pub(crate) fn poll(&self, timeout: Option<Duration>, ready: &ReadyQueue) -> io::Result<usize> {
         let epoll = self.epoll()?;
         let mut raw = self.raw.borrow_mut();
@@ -575,7 +575,7 @@ impl Reactor {
         for ev in &raw[..n] {
             let (flags, key) = (ev.events, ev.u64);
             if key == NOTIFY_KEY {
-                epoll.notifier.drain();
+                epoll.notifier.drained();
             } else if let Some(Some(src)) = sources.get(key as u32 as usize) {
                 if src.token == key {
                     woken += src.wake(flags, ready);

@@ -47,6 +47,9 @@ pub(crate) struct Remote {
     /// True while `inbox.jobs` may be non-empty (read without the lock at
     /// every tick).
     pending: AtomicBool,
+    /// The hub is in (or about to enter) a blocking poll: only then does
+    /// a handoff write the eventfd (see [`Remote::announce_sleep`]).
+    sleeping: AtomicBool,
     /// Live `HubHandle`s and `RemoteWaker`s.
     live: AtomicUsize,
     notifier: Arc<Notifier>,
@@ -63,6 +66,7 @@ impl Remote {
         Remote {
             inbox: Mutex::new(Inbox::default()),
             pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
             live: AtomicUsize::new(0),
             notifier,
         }
@@ -80,12 +84,31 @@ impl Remote {
             return Err(job);
         }
         inbox.jobs.push(job);
-        self.pending.store(true, Ordering::Release);
+        // SeqCst, paired with `announce_sleep`: either this sees the hub
+        // asleep and writes the eventfd, or the hub sees the job before it
+        // blocks. A hub that is running (or spinning) sees `pending` at
+        // its next tick boundary: no system call for the handoff.
+        self.pending.store(true, Ordering::SeqCst);
         drop(inbox);
-        // A failed notify (the hub closed its poller) leaves the job for
-        // the hub's next tick, which then sees `pending`.
-        let _ = self.notifier.notify();
+        if self.sleeping.load(Ordering::SeqCst) {
+            // A failed notify (the hub closed its poller) leaves the job
+            // for the hub's next tick, which then sees `pending`.
+            let _ = self.notifier.notify();
+        }
         Ok(())
+    }
+
+    /// The hub is about to block in its poll. Returns false if a job came
+    /// meanwhile (then it must not block): the other half of the pairing
+    /// in [`send`](Self::send).
+    pub(crate) fn announce_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        !self.pending.load(Ordering::SeqCst)
+    }
+
+    /// The hub's poll returned.
+    pub(crate) fn woke_up(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
     }
 
     fn acquire(&self) {
