@@ -25,13 +25,22 @@
 //! CPU per round trip and total throughput are the figures to compare
 //! (`--load-cores 0,1` lets the load generator use both cores too).
 //!
+//! Scaling 1 → 2 cores (`--scaling`: each runtime on one core and on two,
+//! in one run) needs a load generator that is not the bottleneck, and on
+//! two cores it cannot have a core of its own next to a 2-core server.
+//! `--work-us N` makes it light instead: every server burns N µs of CPU
+//! per 64-byte message (a fixed number of arithmetic rounds, calibrated
+//! once per server process) before echoing it, so the client's few µs
+//! per round trip are a small share of the machine, and the rt/s ratio of
+//! the 2-core server to the 1-core one is the scaling.
+//!
 //! This machine is shared and noisy, so each configuration is measured
 //! `--repeat` times (default 3), with all servers interleaved within a
 //! round. The table shows each server's median run (by CPU per round trip).
 //!
 //! ```text
 //! cargo run --release --example echo_bench -- [--conns 500,5000] [--secs 5] [--repeat 3]
-//!     [--servers raw-epoll,greenhouse,tokio,may,threads] [--multi]
+//!     [--servers raw-epoll,greenhouse,tokio,may,threads] [--multi] [--scaling] [--work-us 0]
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -39,6 +48,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const MSG: usize = 64;
@@ -53,6 +63,58 @@ const MULTI: [&str; 5] = [
     "tokio-mt2",
     "may-2",
 ];
+
+/// The scaling set (`--scaling`): each runtime on one core and on two.
+const SCALING: [&str; 6] = [
+    "raw-epoll",
+    "raw-epoll-2",
+    "greenhouse",
+    "greenhouse-2",
+    "tokio",
+    "tokio-mt2",
+];
+
+/// Rounds of arithmetic per 64-byte message in the servers (`--work-us`,
+/// calibrated by `calibrate_work`; 0 = pure echo).
+static WORK_ROUNDS: AtomicU64 = AtomicU64::new(0);
+
+/// One round of the servers' synthetic work.
+#[inline(always)]
+fn work_round(x: u64) -> u64 {
+    x.wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+}
+
+/// Sets `WORK_ROUNDS` to about `us` µs of this core's time.
+fn calibrate_work(us: f64) {
+    if us <= 0.0 {
+        return;
+    }
+    const PROBE: u64 = 20_000_000;
+    let t0 = Instant::now();
+    let mut x = 1u64;
+    for _ in 0..PROBE {
+        x = work_round(std::hint::black_box(x));
+    }
+    std::hint::black_box(x);
+    let per_us = PROBE as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    WORK_ROUNDS.store((per_us * us).max(1.0) as u64, Ordering::Relaxed);
+}
+
+/// Burns the configured work for `bytes` bytes of echoed data (per
+/// started 64-byte message).
+#[inline]
+fn burn(bytes: usize) {
+    let rounds = WORK_ROUNDS.load(Ordering::Relaxed);
+    if rounds == 0 {
+        return;
+    }
+    let mut x = bytes as u64;
+    for _ in 0..rounds * bytes.div_ceil(MSG) as u64 {
+        x = work_round(std::hint::black_box(x));
+    }
+    std::hint::black_box(x);
+}
 
 /// Pins the calling thread (and threads it spawns later) to one core.
 fn pin_to(core: usize) {
@@ -138,6 +200,12 @@ fn serve(kind: &str) -> io::Result<()> {
         pin_to(1);
     }
     raise_nofile();
+    if let Some(us) = std::env::var("ECHO_BENCH_WORK_US")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        calibrate_work(us);
+    }
     // Every server gets the same listener with a large backlog, so the
     // burst of 5,000 simultaneous connects does not overflow it (std's
     // `bind` uses 128, and overflowed connections get reset later).
@@ -229,6 +297,7 @@ fn echo_greenhouse(conn: greenhouse::net::TcpStream) {
             Ok(0) => return,
             Err(e) => return eprintln!("  greenhouse server read: {e}"),
             Ok(n) => {
+                burn(n);
                 if let Err(e) = (&conn).write_all(&buf[..n]) {
                     return eprintln!("  greenhouse server write: {e}");
                 }
@@ -260,6 +329,7 @@ async fn tokio_accept_loop(l: std::net::TcpListener) -> io::Result<()> {
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
+                        burn(n);
                         if s.write_all(&buf[..n]).await.is_err() {
                             return;
                         }
@@ -295,6 +365,7 @@ fn serve_may(l: std::net::TcpListener) -> io::Result<()> {
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
+                            burn(n);
                             if s.write_all(&buf[..n]).is_err() {
                                 return;
                             }
@@ -319,6 +390,7 @@ fn serve_threads(l: std::net::TcpListener) -> io::Result<()> {
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
+                            burn(n);
                             if s.write_all(&buf[..n]).is_err() {
                                 return;
                             }
@@ -370,6 +442,7 @@ fn serve_raw(l: std::net::TcpListener) -> io::Result<()> {
                             break;
                         }
                         Ok(n) => {
+                            burn(n);
                             if s.write_all(&buf[..n]).is_err() {
                                 close = true;
                                 break;
@@ -503,9 +576,10 @@ struct Row {
     errors: u64,
 }
 
-fn bench_one(kind: &str, conns: usize, secs: f64) -> io::Result<Row> {
+fn bench_one(kind: &str, conns: usize, secs: f64, work_us: f64) -> io::Result<Row> {
     let mut child: Child = Command::new(std::env::current_exe()?)
         .args(["--serve", kind])
+        .env("ECHO_BENCH_WORK_US", work_us.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -574,10 +648,15 @@ fn main() -> io::Result<()> {
     let mut repeat = 3usize;
     let mut servers: Vec<String> = SERVERS.iter().map(|s| s.to_string()).collect();
     let mut load_cores = vec![0usize];
+    let mut work_us = 0.0f64;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--multi" {
             servers = MULTI.iter().map(|s| s.to_string()).collect();
+            continue;
+        }
+        if a == "--scaling" {
+            servers = SCALING.iter().map(|s| s.to_string()).collect();
             continue;
         }
         let v = it
@@ -596,6 +675,7 @@ fn main() -> io::Result<()> {
                     .map(|x| x.parse().map_err(io::Error::other))
                     .collect::<io::Result<_>>()?
             }
+            "--work-us" => work_us = v.parse().map_err(io::Error::other)?,
             "--secs" => secs = v.parse().map_err(io::Error::other)?,
             "--repeat" => repeat = v.parse::<usize>().map_err(io::Error::other)?.max(1),
             "--servers" => servers = v.split(',').map(str::to_string).collect(),
@@ -606,13 +686,14 @@ fn main() -> io::Result<()> {
     raise_nofile();
     println!(
         "echo benchmark: {MSG}-byte round trips, {secs} s per run, median of {repeat}; \
-         single-core servers on core 1, multi-core ones on 0 and 1, load on {load_cores:?}"
+         single-core servers on core 1, multi-core ones on 0 and 1, load on {load_cores:?}; \
+         server work {work_us} µs per message"
     );
     for &conns in &conn_counts {
         let mut runs: Vec<Vec<Row>> = servers.iter().map(|_| Vec::new()).collect();
         for _ in 0..repeat {
             for (i, s) in servers.iter().enumerate() {
-                runs[i].push(bench_one(s, conns, secs)?);
+                runs[i].push(bench_one(s, conns, secs, work_us)?);
             }
         }
         let rows: Vec<Row> = runs
@@ -651,6 +732,18 @@ fn main() -> io::Result<()> {
                 "  {:<13} {:>10.0} {:>7} {:>7} {:>9.0} {:>9.2} {:>9.2} {:>8.1} {:>7}",
                 r.server, r.rps, r.p50, r.p99, r.cpu_ns_per_rt, cpu_x, rps_x, r.rss_mib, r.errors
             );
+        }
+        // Scaling: each runtime's 2-core rt/s over its 1-core rt/s.
+        for (one, two) in [
+            ("raw-epoll", "raw-epoll-2"),
+            ("greenhouse", "greenhouse-2"),
+            ("tokio", "tokio-mt2"),
+            ("may", "may-2"),
+        ] {
+            let find = |k: &str| rows.iter().find(|r| r.server == k);
+            if let (Some(a), Some(b)) = (find(one), find(two)) {
+                println!("  scaling 1 → 2 cores, {one}: {:.2}×", b.rps / a.rps);
+            }
         }
     }
     Ok(())

@@ -432,3 +432,18 @@ fn sigterm_stops_a_runtime_server_on_every_hub_gracefully() {
     assert!(status.success(), "{status:?}\n{rest}");
     assert!(rest.contains("stopped gracefully"), "{rest}");
 }
+
+/// The doors between threads are `Send` (the README lists them); the
+/// `!Send` side is checked by the `compile_fail` doctests on `Greenlet`,
+/// `JoinHandle` and the `sync` primitives.
+#[test]
+fn the_doors_between_threads_are_send() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<greenhouse::HubHandle>();
+    send::<greenhouse::sync::mpmc::Sender<String>>();
+    send::<greenhouse::sync::mpmc::Receiver<String>>();
+    send::<Runtime>();
+    send_sync::<Server>();
+    send_sync::<Error>();
+}
