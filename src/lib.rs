@@ -69,6 +69,7 @@
 #[cfg(doctest)]
 struct ReadmeDoctests;
 
+pub mod bridge;
 mod error;
 mod generator;
 pub use generator::stages;
@@ -86,14 +87,15 @@ mod stack;
 pub mod sync;
 pub mod threadpool;
 
+pub use bridge::{wait_future, wait_future_timeout};
 pub use error::{Error, PanicPayload};
 pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown, Yielder};
 pub use greenlet::{Greenlet, GreenletExit, StackUsage, ThrownError};
 pub use hub::{
     BlockedReport, Builder, Dump, Finished, Frame, GreenletInfo, GreenletState, HubHandle,
-    HubStats, Iwait, JoinAll, JoinHandle, Joined, LinkKey, RemoteJoinHandle, StackTrace, Timeout,
-    Waitable, WaitingOn, Watcher, blocked_threshold, clear_blocked_hook, dump, dump_brief,
-    dump_on_signal, iwait, joinall, joinall_timeout, killall, killall_with, run_info,
+    HubStats, Iwait, JoinAll, JoinHandle, Joined, LinkKey, RemoteJoinHandle, RemoteTask,
+    StackTrace, Timeout, Waitable, WaitingOn, Watcher, blocked_threshold, clear_blocked_hook, dump,
+    dump_brief, dump_on_signal, iwait, joinall, joinall_timeout, killall, killall_with, run_info,
     set_blocked_hook, set_blocked_threshold, sleep, sleep_until, spawn, spawn_later, stats, wait,
     with_timeout, with_timeout_silent, yield_now,
 };

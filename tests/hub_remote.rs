@@ -98,7 +98,7 @@ fn handoff_after_the_hub_thread_exited_is_an_error() {
     .unwrap();
     let hub = rx.recv().unwrap();
     assert!(hub.is_closed());
-    assert_eq!(hub.spawn(|| {}), Err(Error::HubClosed));
+    assert_eq!(hub.spawn(|| {}).err(), Some(Error::HubClosed));
 }
 
 #[test]

@@ -441,6 +441,7 @@ fn the_doors_between_threads_are_send() {
     fn send<T: Send>() {}
     fn send_sync<T: Send + Sync>() {}
     send::<greenhouse::HubHandle>();
+    send_sync::<greenhouse::RemoteTask<String>>();
     send::<greenhouse::sync::mpmc::Sender<String>>();
     send::<greenhouse::sync::mpmc::Receiver<String>>();
     send::<Runtime>();

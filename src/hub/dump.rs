@@ -54,6 +54,8 @@ pub enum WaitingOn {
     Primitive(&'static str),
     /// Another thread: a [thread pool](crate::threadpool) job finishing.
     OtherThread,
+    /// A future ([`wait_future`](crate::wait_future)).
+    Future,
 }
 
 impl WaitingOn {
@@ -85,6 +87,7 @@ impl fmt::Display for WaitingOn {
             WaitingOn::Objects => f.write_str("wait on objects"),
             WaitingOn::Primitive(p) => f.write_str(p),
             WaitingOn::OtherThread => f.write_str("another thread"),
+            WaitingOn::Future => f.write_str("a future"),
         }
     }
 }

@@ -40,7 +40,7 @@ pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with}
 pub use monitor::{
     BlockedReport, blocked_threshold, clear_blocked_hook, set_blocked_hook, set_blocked_threshold,
 };
-pub use remote::{HubHandle, RemoteJoinHandle};
+pub use remote::{HubHandle, RemoteJoinHandle, RemoteTask};
 pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};
 pub use wait::{Iwait, Waitable, iwait, wait};
@@ -210,6 +210,11 @@ impl Hub {
         if let Some(r) = remote {
             let until = timeout.map(|t| now + t);
             if self.spin_for_remote(r, until) || !r.announce_sleep() {
+                timeout = Some(Duration::ZERO);
+            } else if timeout.is_none() && !self.reactor.has_waiters() && !r.is_live() {
+                // Waiting only for other threads, and the last handle
+                // went meanwhile (its release saw no sleep to wake):
+                // look again instead of blocking for ever.
                 timeout = Some(Duration::ZERO);
             }
         }

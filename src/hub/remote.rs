@@ -32,8 +32,6 @@ use crate::error::Error;
 
 /// Work handed to a hub from another thread.
 enum Job {
-    /// Run this closure as a new greenlet.
-    Spawn(Box<dyn FnOnce() + Send>),
     /// Run this closure of the runtime's own in the hub's drain (it only
     /// spawns and links: no user code runs there).
     Run(Box<dyn FnOnce() + Send>),
@@ -50,7 +48,7 @@ pub(crate) struct Remote {
     /// The hub is in (or about to enter) a blocking poll: only then does
     /// a handoff write the eventfd (see [`Remote::announce_sleep`]).
     sleeping: AtomicBool,
-    /// Live `HubHandle`s and `RemoteWaker`s.
+    /// Live `HubHandle`s, `RemoteWaker`s and `LiveGuard`s.
     live: AtomicUsize,
     notifier: Arc<Notifier>,
 }
@@ -116,7 +114,10 @@ impl Remote {
     }
 
     fn release(&self) {
-        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst, paired with `announce_sleep` and the hub's re-check of
+        // `is_live` after it: either this sees the hub asleep and wakes
+        // it, or the hub sees the count at zero before it blocks.
+        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 && self.sleeping.load(Ordering::SeqCst) {
             // The last one: let a hub waiting only for us re-check.
             let _ = self.notifier.notify();
         }
@@ -124,7 +125,7 @@ impl Remote {
 
     /// Whether some handle or waker is alive (the hub must wait for it).
     pub(crate) fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire) > 0
+        self.live.load(Ordering::SeqCst) > 0
     }
 
     /// Whether jobs may be waiting.
@@ -165,7 +166,6 @@ pub(crate) fn drain(remote: &Remote, waits: &RemoteWaits, ready: &ReadyQueue) {
     let jobs = std::mem::take(&mut remote.lock().jobs);
     for job in jobs {
         match job {
-            Job::Spawn(f) => drop(super::spawn(f)),
             Job::Run(f) => f(),
             Job::Wake(key) => wake_key(waits, ready, key),
         }
@@ -243,15 +243,47 @@ impl HubHandle {
     /// Hands `f` to the hub, which runs it as a new greenlet at its next
     /// turn. Never blocks.
     ///
+    /// The returned [`RemoteTask`] is a `Send` future of `f`'s result, for
+    /// async code on any thread (a tokio task handing blocking-style work
+    /// to a greenhouse hub); dropping it detaches the greenlet.
+    ///
     /// # Errors
     /// [`Error::HubClosed`] if the hub's thread has exited; `f` is dropped.
-    pub fn spawn<F>(&self, f: F) -> Result<(), Error>
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let hub_thread = std::thread::spawn(move || {
+    ///     tx.send(greenhouse::HubHandle::current().unwrap()).unwrap();
+    ///     greenhouse::sleep(std::time::Duration::from_millis(200)); // its hub runs
+    /// });
+    /// let hub = rx.recv().unwrap();
+    /// let task = hub.spawn(|| {
+    ///     greenhouse::sleep(std::time::Duration::from_millis(1)); // blocking style
+    ///     6 * 7
+    /// })?;
+    /// // Any executor can await it; here, a plain one.
+    /// assert_eq!(futures::executor::block_on(task), Ok(42));
+    /// hub_thread.join().unwrap();
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub fn spawn<F, R>(&self, f: F) -> Result<RemoteTask<R>, Error>
     where
-        F: FnOnce() + Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
     {
+        let shared = Arc::new(TaskShared {
+            state: Mutex::new(TaskState {
+                result: None,
+                waker: None,
+            }),
+        });
+        let done = TaskDone(Some(shared.clone()));
         self.remote
-            .send(Job::Spawn(Box::new(f)))
-            .map_err(|_| Error::HubClosed)
+            .send(job_for(f, move |r| done.deliver(r)))
+            .map_err(|_| Error::HubClosed)?;
+        Ok(RemoteTask { shared })
     }
 
     /// Hands `f` to the hub to run as a new greenlet, and returns a handle
@@ -286,23 +318,12 @@ impl HubHandle {
         let (waker, wait) = remote_wait().map_err(Error::spawn)?;
         let slot: Arc<Mutex<Option<Result<R, Error>>>> = Arc::new(Mutex::new(None));
         let out = slot.clone();
-        let job = move || {
-            // Runs in the target hub's drain, where no user code may run:
-            // it only spawns `f` and links the delivery of its result
-            // (taken out of its join state: nobody else joins it).
-            let deliver = move |r: Option<Result<R, Error>>| {
-                *out.lock().unwrap_or_else(|e| e.into_inner()) = r;
-                waker.wake();
-            };
-            match super::Builder::new().spawn(f) {
-                Ok(h) => {
-                    h.link_slot(Box::new(move |_, slot| deliver(slot.take())));
-                }
-                Err(e) => deliver(Some(Err(e))),
-            }
+        let deliver = move |r: Result<R, Error>| {
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            waker.wake();
         };
         self.remote
-            .send(Job::Run(Box::new(job)))
+            .send(job_for(f, deliver))
             .map_err(|_| Error::HubClosed)?;
         Ok(RemoteJoinHandle { slot, wait })
     }
@@ -328,6 +349,122 @@ impl HubHandle {
     /// Whether both handles reach the same hub.
     pub fn same_hub(&self, other: &HubHandle) -> bool {
         Arc::ptr_eq(&self.remote, &other.remote)
+    }
+}
+
+/// The job that runs `f` as a greenlet on the target hub and hands its
+/// result to `deliver` when it finishes. The job runs in the hub's drain,
+/// where no user code may run: it only spawns `f` and links the delivery
+/// (the result is taken out of its join state: nobody else joins it).
+/// A job dropped unrun (the hub closed) drops `deliver` uncalled.
+fn job_for<F, R>(f: F, deliver: impl FnOnce(Result<R, Error>) + Send + 'static) -> Job
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    Job::Run(Box::new(move || match super::Builder::new().spawn(f) {
+        Ok(h) => {
+            h.link_slot(Box::new(move |_, slot| {
+                deliver(slot.take().unwrap_or(Err(Error::ResultTaken)));
+            }));
+        }
+        Err(e) => deliver(Err(e)),
+    }))
+}
+
+/// A `Send` future of the result of a closure handed to a hub with
+/// [`HubHandle::spawn`]: await it from async code on any thread (or with
+/// [`wait_future`](crate::wait_future) from a greenlet). Dropping it
+/// detaches the greenlet, which runs on.
+///
+/// Its output is the closure's result, or [`Error::Panicked`] /
+/// [`Error::Killed`] if its greenlet panicked or was killed there, or
+/// [`Error::HubClosed`] if the hub exited before running it.
+pub struct RemoteTask<R> {
+    shared: Arc<TaskShared<R>>,
+}
+
+struct TaskShared<R> {
+    state: Mutex<TaskState<R>>,
+}
+
+struct TaskState<R> {
+    /// `Some` once finished (taken by the poll that returns it).
+    result: Option<Result<R, Error>>,
+    waker: Option<std::task::Waker>,
+}
+
+impl<R> TaskShared<R> {
+    fn lock(&self) -> MutexGuard<'_, TaskState<R>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The hub's side of a [`RemoteTask`]: delivers the result once, or
+/// [`Error::HubClosed`] if dropped undelivered.
+struct TaskDone<R>(Option<Arc<TaskShared<R>>>);
+
+impl<R> TaskDone<R> {
+    fn deliver(mut self, r: Result<R, Error>) {
+        if let Some(shared) = self.0.take() {
+            finish(&shared, r);
+        }
+    }
+}
+
+impl<R> Drop for TaskDone<R> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            finish(&shared, Err(Error::HubClosed));
+        }
+    }
+}
+
+fn finish<R>(shared: &TaskShared<R>, r: Result<R, Error>) {
+    let waker = {
+        let mut st = shared.lock();
+        st.result = Some(r);
+        st.waker.take()
+    };
+    // Woken after the lock is released.
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+impl<R> RemoteTask<R> {
+    /// Whether the closure has finished (awaiting returns at once).
+    pub fn is_finished(&self) -> bool {
+        self.shared.lock().result.is_some()
+    }
+}
+
+impl<R> std::future::Future for RemoteTask<R> {
+    type Output = Result<R, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut st = self.shared.lock();
+        match st.result.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                match &st.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => st.waker = Some(cx.waker().clone()),
+                }
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+impl<R> fmt::Debug for RemoteTask<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteTask")
+            .field("finished", &self.is_finished())
+            .finish()
     }
 }
 
@@ -419,23 +556,43 @@ impl RemoteWaker {
 
 impl Drop for RemoteWaker {
     fn drop(&mut self) {
-        // On the waiter's own thread: a ready-queue push, no inbox and no
-        // notify (the hub is running: it is this thread).
-        let local = super::try_with(|hub| {
-            let mine = hub
-                .remote
-                .get()
-                .is_some_and(|r| Arc::ptr_eq(r, &self.remote));
-            if mine {
-                wake_key(&hub.remote_waits, &hub.ready, self.key);
-            }
-            mine
-        });
-        if local != Some(true) {
-            // Fails only if the hub is gone, and its waiter with it.
-            let _ = self.remote.send(Job::Wake(self.key));
-        }
+        wake_from_anywhere(&self.remote, self.key);
         self.remote.release();
+    }
+}
+
+/// Wakes the greenlet parked in wait number `key` of `remote`'s hub, from
+/// any thread. On the waiter's own thread it is a ready-queue push, no
+/// inbox and no notify (the hub is running: it is this thread).
+pub(crate) fn wake_from_anywhere(remote: &Arc<Remote>, key: u64) {
+    let local = super::try_with(|hub| {
+        let mine = hub.remote.get().is_some_and(|r| Arc::ptr_eq(r, remote));
+        if mine {
+            wake_key(&hub.remote_waits, &hub.ready, key);
+        }
+        mine
+    });
+    if local != Some(true) {
+        // Fails only if the hub is gone, and its waiter with it.
+        let _ = remote.send(Job::Wake(key));
+    }
+}
+
+/// Keeps a hub waiting for other threads while it lives (counted with the
+/// `HubHandle`s and `RemoteWaker`s): what an async waker that may be
+/// cloned to another thread holds.
+pub(crate) struct LiveGuard(Arc<Remote>);
+
+impl LiveGuard {
+    pub(crate) fn new(remote: Arc<Remote>) -> LiveGuard {
+        remote.acquire();
+        LiveGuard(remote)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -446,16 +603,39 @@ pub(crate) struct RemoteWait {
     _not_send: PhantomData<*const ()>,
 }
 
+impl RemoteWaits {
+    /// A fresh key (never reused on this hub).
+    pub(crate) fn new_key(&self) -> u64 {
+        let key = self.next_key.get();
+        self.next_key.set(key + 1);
+        key
+    }
+
+    /// Makes `key` wakeable (until [`remove`](Self::remove)).
+    pub(crate) fn insert(&self, key: u64) {
+        self.waits.borrow_mut().entry(key).or_default();
+    }
+
+    /// Files the token a wake of `key` ends the current park with.
+    pub(crate) fn set_token(&self, key: u64, token: Token) {
+        if let Some(e) = self.waits.borrow_mut().get_mut(&key) {
+            e.token = Some(token);
+        }
+    }
+
+    /// Forgets `key`: later wakes of it are ignored.
+    pub(crate) fn remove(&self, key: u64) {
+        let removed = self.waits.borrow_mut().remove(&key);
+        drop(removed);
+    }
+}
+
 /// A waker for another thread and the wait it ends.
 pub(crate) fn remote_wait() -> io::Result<(RemoteWaker, RemoteWait)> {
     super::with(|hub| {
         let remote = hub.remote()?;
-        let key = hub.remote_waits.next_key.get();
-        hub.remote_waits.next_key.set(key + 1);
-        hub.remote_waits
-            .waits
-            .borrow_mut()
-            .insert(key, WaitEntry::default());
+        let key = hub.remote_waits.new_key();
+        hub.remote_waits.insert(key);
         remote.acquire();
         Ok((
             RemoteWaker { remote, key },

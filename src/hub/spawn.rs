@@ -434,6 +434,8 @@ struct JoinState<T> {
     /// What runs when it finishes, in the order added.
     links: RefCell<Vec<(LinkKey, Link<T>)>>,
     next_link: Cell<u64>,
+    /// The waker of an async task awaiting the handle as a `Future`.
+    waker: RefCell<Option<std::task::Waker>>,
 }
 
 impl<T> JoinState<T> {
@@ -447,6 +449,7 @@ impl<T> JoinState<T> {
             waiters: WaitList::default(),
             links: RefCell::new(Vec::new()),
             next_link: Cell::new(0),
+            waker: RefCell::new(None),
         }
     }
 
@@ -459,6 +462,10 @@ impl<T> JoinState<T> {
         *self.result.borrow_mut() = Some(result);
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
         if links.is_empty() {
             return;
         }
@@ -579,7 +586,7 @@ impl<T> JoinHandle<T> {
         self.take()
     }
 
-    pub(super) fn take(&self) -> Result<T, Error> {
+    pub(crate) fn take(&self) -> Result<T, Error> {
         let r = self.state.result.borrow_mut().take();
         match r {
             Some(r) => {
@@ -874,6 +881,16 @@ impl<T> JoinHandle<T> {
             Some(Ok(_)) => None,
             Some(Err(e)) => Some(e.clone()),
             None => Some(Error::ResultTaken),
+        }
+    }
+
+    /// Wakes `waker` when it finishes (the handle polled as a `Future`;
+    /// the latest waker replaces the one before).
+    pub(crate) fn set_waker(&self, waker: &std::task::Waker) {
+        let mut w = self.state.waker.borrow_mut();
+        match w.as_ref() {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *w = Some(waker.clone()),
         }
     }
 
