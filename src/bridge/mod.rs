@@ -14,10 +14,20 @@
 //!   [`HubHandle::spawn`](crate::HubHandle::spawn) returns a `Send`
 //!   [`RemoteTask`](crate::RemoteTask) that any executor can await.
 //!
+//! - [`tokio`] (feature `tokio`): futures that need a tokio reactor run
+//!   on a tokio runtime while the calling greenlet parks.
+//!
+//! Async protocol crates can also run on the hub's own reactor: with the
+//! `futures-io` or `tokio` feature, greenhouse's [`TcpStream`](crate::net::TcpStream)
+//! and [`UnixStream`](crate::net::UnixStream) implement the async IO
+//! traits.
+//!
 //! Sits beside `net` and `sync` (layer 3): it uses the hub's park and
 //! remote-wake machinery and nothing above it.
 
 mod join;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod wait;
 
 pub use wait::{wait_future, wait_future_timeout};

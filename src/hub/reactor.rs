@@ -30,6 +30,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -58,6 +59,11 @@ pub(crate) struct Source {
     token: u64,
     readers: WaitList,
     writers: WaitList,
+    /// The async task polling a read / a write (`Watcher::poll_io`): one
+    /// each, the latest replacing the one before, as in `async-io`. A
+    /// set waker counts in the reactor's `waiting`.
+    read_waker: RefCell<Option<Waker>>,
+    write_waker: RefCell<Option<Waker>>,
     /// A stream read returned less than it asked for, and no readable
     /// event has come since: the socket holds no data (see
     /// `Watcher::read_stream`).
@@ -69,8 +75,10 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    /// Wakes the readers and/or the writers; returns how many woke.
-    fn wake(&self, flags: u32, ready: &ReadyQueue) -> usize {
+    /// Wakes the readers and/or the writers; returns how many woke. The
+    /// async wakers are moved to `wakers`, for the caller to wake once it
+    /// holds no borrow (a foreign waker may run any code).
+    fn wake(&self, flags: u32, ready: &ReadyQueue, wakers: &mut Vec<Waker>) -> usize {
         let (readable, writable) = (flags & READ_FLAGS != 0, flags & WRITE_FLAGS != 0);
         if flags & CLOSED_FLAGS != 0 {
             self.read_closed.set(true);
@@ -79,11 +87,27 @@ impl Source {
         if readable {
             self.read_drained.set(false);
             woken += self.readers.wake_all(ready);
+            wakers.extend(self.read_waker.borrow_mut().take());
         }
         if writable {
             woken += self.writers.wake_all(ready);
+            wakers.extend(self.write_waker.borrow_mut().take());
         }
         woken
+    }
+
+    #[cfg(any(feature = "futures-io", feature = "tokio"))]
+    fn waker_slot(&self, interest: Interest) -> &RefCell<Option<Waker>> {
+        match interest {
+            Interest::Read => &self.read_waker,
+            Interest::Write => &self.write_waker,
+        }
+    }
+
+    /// How many async wakers are set.
+    fn wakers_set(&self) -> usize {
+        usize::from(self.read_waker.borrow().is_some())
+            + usize::from(self.write_waker.borrow().is_some())
     }
 
     /// Marks the source as holding no data until its next readable event.
@@ -254,8 +278,11 @@ pub(crate) struct Reactor {
     raw: RefCell<Vec<libc::epoll_event>>,
     sources: RefCell<Vec<Option<Rc<Source>>>>,
     free: RefCell<Vec<usize>>,
-    /// Greenlets inside [`Reactor::wait`] right now.
+    /// Greenlets inside [`Reactor::wait`] right now, plus the async
+    /// wakers set on sources ([`Reactor::set_waker`]).
     waiting: Cell<usize>,
+    /// The async wakers one poll fires (kept to reuse its allocation).
+    wakers: RefCell<Vec<Waker>>,
     /// Fds owned by other code that greenlets have waited on
     /// ([`Reactor::wait_borrowed`]).
     #[cfg(feature = "monkey")]
@@ -284,6 +311,7 @@ impl Reactor {
             sources: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             waiting: Cell::new(0),
+            wakers: RefCell::new(Vec::new()),
             #[cfg(feature = "monkey")]
             borrowed: RefCell::new(HashMap::new()),
             serial: Cell::new(0),
@@ -350,11 +378,38 @@ impl Reactor {
             token,
             readers: WaitList::default(),
             writers: WaitList::default(),
+            read_waker: RefCell::new(None),
+            write_waker: RefCell::new(None),
             read_drained: Cell::new(false),
             read_closed: Cell::new(false),
         });
         self.sources.borrow_mut()[key] = Some(src.clone());
         Ok(src)
+    }
+
+    #[cfg(any(feature = "futures-io", feature = "tokio"))]
+    /// Has `waker` woken at `src`'s next `interest` edge (an async task's
+    /// `poll` that just saw `WouldBlock`), replacing the waker set before.
+    /// Counts as a waiter until the edge comes, or the source goes.
+    pub(crate) fn set_waker(&self, src: &Source, interest: Interest, waker: &Waker) {
+        let mut slot = src.waker_slot(interest).borrow_mut();
+        match slot.as_ref() {
+            Some(w) if w.will_wake(waker) => {}
+            Some(_) => *slot = Some(waker.clone()),
+            None => {
+                *slot = Some(waker.clone());
+                self.waiting.set(self.waiting.get() + 1);
+            }
+        }
+    }
+
+    /// Wakes the async wakers taken from sources (after the slab borrow
+    /// ends), and stops counting them as waiters.
+    fn fire(&self, wakers: &mut Vec<Waker>) {
+        self.waiting.set(self.waiting.get() - wakers.len());
+        for w in wakers.drain(..) {
+            w.wake();
+        }
     }
 
     /// Removes `src` from the epoll set; must run before its fd is closed.
@@ -366,6 +421,12 @@ impl Reactor {
             let _ = epoll::delete(&e.fd, fd);
         }
         self.forget(src);
+        // Its async tasks are woken: a poll now finds the fd gone.
+        let mut wakers: Vec<Waker> = [&src.read_waker, &src.write_waker]
+            .into_iter()
+            .filter_map(|w| w.borrow_mut().take())
+            .collect();
+        self.fire(&mut wakers);
     }
 
     /// Removes `src` from the slab only, leaving the epoll set alone: for a
@@ -570,7 +631,9 @@ impl Reactor {
         let n = epoll_wait(epoll.fd.as_fd(), &mut raw, timeout)?;
         let mut woken = 0;
         // Waking only queues greenlets (and may drop tokens, which never
-        // touches `sources`), so the slab can stay borrowed.
+        // touches `sources`), so the slab can stay borrowed; async wakers
+        // are woken after.
+        let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
         let sources = self.sources.borrow();
         for ev in &raw[..n] {
             let (flags, key) = (ev.events, ev.u64);
@@ -578,10 +641,15 @@ impl Reactor {
                 epoll.notifier.drained();
             } else if let Some(Some(src)) = sources.get(key as u32 as usize) {
                 if src.token == key {
-                    woken += src.wake(flags, ready);
+                    woken += src.wake(flags, ready, &mut wakers);
                 }
             }
         }
+        drop(sources);
+        drop(raw);
+        woken += wakers.len();
+        self.fire(&mut wakers);
+        *self.wakers.borrow_mut() = wakers;
         Ok(woken)
     }
 
@@ -589,9 +657,11 @@ impl Reactor {
     /// that waiters retry and see the error instead of hanging).
     pub(crate) fn wake_everyone(&self, ready: &ReadyQueue) {
         let all: Vec<Rc<Source>> = self.sources.borrow().iter().flatten().cloned().collect();
+        let mut wakers = Vec::new();
         for s in all {
-            s.wake((libc::EPOLLIN | libc::EPOLLOUT) as u32, ready);
+            s.wake((libc::EPOLLIN | libc::EPOLLOUT) as u32, ready, &mut wakers);
         }
+        self.fire(&mut wakers);
     }
 
     /// Sources registered, greenlets waiting on any of them, and the
@@ -601,7 +671,7 @@ impl Reactor {
         let (mut n, mut waiters, mut armed) = (0, 0, 0);
         for s in sources.iter().flatten() {
             n += 1;
-            waiters += s.readers.len() + s.writers.len();
+            waiters += s.readers.len() + s.writers.len() + s.wakers_set();
             armed += usize::from(!s.readers.is_empty()) + usize::from(!s.writers.is_empty());
         }
         (n, waiters, armed)

@@ -266,6 +266,35 @@ impl<T: AsFd> Watcher<T> {
         Ok(n)
     }
 
+    #[cfg(any(feature = "futures-io", feature = "tokio"))]
+    /// The async form of the retry loop, for `poll_read`/`poll_write`
+    /// of async IO traits: try `op`; on `WouldBlock`, have `cx`'s waker
+    /// woken at the fd's next `interest` edge and return `Pending` (the
+    /// edge cannot be missed: events are taken only by this thread's hub
+    /// poll, which cannot run between the try and the registration).
+    pub(crate) fn poll_io<R>(
+        &self,
+        interest: Interest,
+        cx: &mut std::task::Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> std::task::Poll<io::Result<R>> {
+        use std::task::Poll;
+        let src = match self.source() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        loop {
+            match op(self.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.hub.reactor.set_waker(src, interest, cx.waker());
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
     /// The one try / park / retry loop. `WouldBlock` has just happened when
     /// it parks, so with the edge-triggered reactor the next edge will come;
     /// a park that ends without readiness becomes `on_timeout(woke)`.

@@ -62,6 +62,17 @@ impl<T: AsFd> Io<T> {
             .io_with(Interest::Write, deadline(self.write_timeout.get()), op)
     }
 
+    #[cfg(any(feature = "futures-io", feature = "tokio"))]
+    /// The async read and write (see `Watcher::poll_io`).
+    pub(crate) fn poll_io<R>(
+        &self,
+        interest: Interest,
+        cx: &mut std::task::Context<'_>,
+        op: impl FnMut(&T) -> io::Result<R>,
+    ) -> std::task::Poll<io::Result<R>> {
+        self.w.poll_io(interest, cx, op)
+    }
+
     /// Waits for writability with an explicit deadline (non-blocking connect).
     pub(crate) fn wait_writable(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.w.wait_or(Interest::Write, deadline, timeout_error)

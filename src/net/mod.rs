@@ -19,6 +19,7 @@
 //! `SIGPIPE`. Dropping a socket deregisters it, then closes it.
 
 mod addr;
+pub(crate) mod async_io;
 mod crew;
 mod dgram_server;
 mod fd;

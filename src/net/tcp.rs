@@ -357,3 +357,4 @@ impl Write for TcpStream {
 
 timeout_methods!(TcpStream);
 fd_traits!(TcpStream, std::net::TcpStream);
+super::async_io::async_io_traits!(TcpStream, |s, buf| std::io::Write::write(&mut &*s, buf));

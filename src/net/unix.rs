@@ -239,6 +239,10 @@ impl Write for UnixStream {
 }
 
 timeout_methods!(UnixStream);
+// send(MSG_NOSIGNAL): a closed peer is EPIPE, never SIGPIPE.
+super::async_io::async_io_traits!(UnixStream, |s, buf| {
+    socket2::SockRef::from(s).send_with_flags(buf, libc::MSG_NOSIGNAL)
+});
 fd_traits!(UnixStream, std::os::unix::net::UnixStream);
 
 /// A Unix-domain datagram socket.
