@@ -390,3 +390,79 @@ fn wait_future_from_main_runs_the_hub_meanwhile() {
         t.join().unwrap();
     });
 }
+
+#[test]
+fn runtime_agnostic_crates_work_directly() {
+    on_fresh_thread(|| {
+        // async-channel: greenlets on both ends, and a thread sending.
+        let (tx, rx) = async_channel::bounded::<u32>(4);
+        let consumer = {
+            let rx = rx.clone();
+            spawn(move || {
+                let mut sum = 0;
+                while let Ok(v) = wait_future(rx.recv()).unwrap() {
+                    sum += v;
+                }
+                sum
+            })
+        };
+        let thread_tx = tx.clone();
+        let producer_thread = std::thread::spawn(move || {
+            for i in 0..100 {
+                thread_tx.send_blocking(i).unwrap();
+            }
+        });
+        let producer = spawn(move || {
+            for i in 100..200 {
+                wait_future(tx.send(i)).unwrap().unwrap();
+            }
+        });
+        producer.join().unwrap();
+        drop(rx);
+        // The channel closes when the thread's sender goes too. (Joining
+        // the thread first would block the hub, and the consumer with it,
+        // while the thread waits for room in the channel.)
+        assert_eq!(consumer.join().unwrap(), (0..200).sum::<u32>());
+        producer_thread.join().unwrap();
+
+        // async-lock: a mutex held across a park by one greenlet.
+        let lock = Rc::new(async_lock::Mutex::new(0u32));
+        let holders: Vec<_> = (0..10)
+            .map(|_| {
+                let lock = lock.clone();
+                spawn(move || {
+                    let mut g = wait_future(lock.lock()).unwrap();
+                    let seen = *g;
+                    greenhouse::sleep(Duration::from_millis(1)); // others queue
+                    *g = seen + 1;
+                })
+            })
+            .collect();
+        greenhouse::joinall(holders);
+        assert_eq!(*wait_future(lock.lock()).unwrap(), 10);
+
+        // event-listener: notified from another thread.
+        let event = Arc::new(event_listener::Event::new());
+        let listener = event.listen();
+        let e = event.clone();
+        let notifier = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            e.notify(1);
+        });
+        wait_future(listener).unwrap();
+        notifier.join().unwrap();
+
+        // futures-timer: a timer thread of its own wakes the greenlet.
+        let ticks = Rc::new(Cell::new(0));
+        let t = ticks.clone();
+        let ticker = spawn(move || {
+            for _ in 0..3 {
+                t.set(t.get() + 1);
+                greenhouse::sleep(Duration::from_millis(1));
+            }
+        });
+        wait_future(futures_timer::Delay::new(Duration::from_millis(20))).unwrap();
+        assert_eq!(ticks.get(), 3, "the hub ran others during the delay");
+        ticker.join().unwrap();
+    });
+}

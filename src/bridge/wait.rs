@@ -6,39 +6,38 @@
 //! [`LocalWake`] in the call's own frame. The root is never owned by
 //! anyone but the call: a future only sees `&Waker` through its
 //! `Context`, so to keep it, it must clone it, and a clone is a different
-//! waker, an `Arc<SharedWake>` that holds no pointer into the frame. So the
+//! waker, an `Arc<WakeState>` that holds no pointer into the frame. So the
 //! root's data pointer is only dereferenced while `poll` runs, when the
 //! frame is alive (a future may hand `&Waker` to a scoped thread during
-//! `poll`, so `LocalWake` is `Sync`: atomics and a mutex).
+//! `poll`, so `LocalWake` is `Sync`: atomics and a `OnceLock`).
 //!
 //! - Root `wake_by_ref` (a future that wakes itself during `poll`, like a
 //!   `yield_now`) sets a flag; the call yields to other greenlets and polls
 //!   again.
-//! - A `SharedWake` wake sets the call's `WakeState::woken` (shared by
-//!   every clone and the call), and if it was clear, delivers one wake to the call's key in the hub's `RemoteWaits`: a
-//!   ready-queue push on the hub's own thread, a `Job::Wake` through the
-//!   inbox from another. The call clears `woken` before each poll and
-//!   reads it after, before it parks, so a wake that lands between the
-//!   two is never lost (spurious wake-ups only cost a poll).
-//! - A `SharedWake` keeps the hub waiting for other threads (its
-//!   `LiveGuard`): while the future holds a clone, the hub does not
-//!   report a deadlock. The call itself holds it only weakly (and a
-//!   clone made once the last one is gone makes a new one, with the same
-//!   key), so the hub sees the future drop its last clone. A future that
-//!   returns `Pending` and keeps no waker can only be ended by a timeout
-//!   or a kill, and the hub reports [`Error::Deadlock`] when nothing else
-//!   can run. A clone woken and dropped within one `poll` is not lost: its
-//!   wake is in the `WakeState` the call reads after the poll.
+//! - A clone's wake sets `WakeState::woken` (one state per call, made by
+//!   the first clone, so a ready future allocates nothing), and if it was
+//!   clear, delivers one wake to the call's key in the hub's
+//!   `RemoteWaits`: a ready-queue push on the hub's own thread, a
+//!   `Job::Wake` through the inbox from another. The call clears `woken`
+//!   before each poll and reads it after, before it parks, so a wake
+//!   that lands between the two is never lost, even from a clone woken
+//!   and dropped within the poll (spurious wake-ups only cost a poll).
+//! - While any clone lives (`WakeState::clones`, not counting the call's
+//!   own reference), the hub counts one live handle and waits for other
+//!   threads instead of reporting a deadlock; the last clone dropped
+//!   gives it back. So a future that returns `Pending` and keeps no waker
+//!   can only be ended by a timeout or a kill, and the hub reports
+//!   [`Error::Deadlock`] when nothing else can run.
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::hub::dump::WaitingOn;
-use crate::hub::remote::{LiveGuard, Remote, wake_from_anywhere};
+use crate::hub::remote::{Remote, wake_from_anywhere};
 use crate::hub::scheduler::{Woke, park_with};
 use crate::hub::watcher::deadline_in;
 
@@ -100,63 +99,64 @@ pub fn wait_future_timeout<F: IntoFuture>(fut: F, timeout: Duration) -> Result<F
 
 /// The root waker's target: lives in [`wait_until`]'s frame.
 struct LocalWake {
-    /// Shared with every clone, of every generation.
-    state: Arc<WakeState>,
+    remote: Arc<Remote>,
+    key: u64,
     /// The root was woken during `poll`.
     woken: AtomicBool,
-    /// The live shared waker, if the future kept a clone: made by a
-    /// root's clone (from any thread) when none is alive. Weak, so that
-    /// the hub sees the future drop its last clone.
-    shared: Mutex<Weak<SharedWake>>,
+    /// What clones point at, made by the first clone (from any thread):
+    /// a ready future costs no allocation.
+    state: OnceLock<Arc<WakeState>>,
 }
 
-/// What the call and its clones share; no pointer into any stack.
+/// What the call and its clones share; no pointer into any stack. The
+/// call holds one strong reference that `clones` does not count.
 struct WakeState {
     remote: Arc<Remote>,
     key: u64,
     /// A wake since the call last cleared it (deliveries coalesce).
     woken: AtomicBool,
+    /// Live clones (wakers with this vtable). While there are any, the
+    /// hub counts one live handle (it waits for other threads instead
+    /// of reporting a deadlock); the last one dropped gives it back, so
+    /// the hub sees the future let go of its waker.
+    clones: AtomicUsize,
 }
 
-/// What clones of the root point at: the state, and the hub kept waiting
-/// for other threads while any clone lives.
-struct SharedWake {
-    _live: LiveGuard,
-    state: Arc<WakeState>,
-}
-
-impl SharedWake {
+impl WakeState {
     fn wake(&self) {
-        let st = &self.state;
         // SeqCst, paired with the call's clear-poll-check sequence.
-        if !st.woken.swap(true, Ordering::SeqCst) {
-            wake_from_anywhere(&st.remote, st.key);
+        if !self.woken.swap(true, Ordering::SeqCst) {
+            wake_from_anywhere(&self.remote, self.key);
         }
+    }
+
+    /// A new clone's count (`Arc` and `clones`).
+    fn add_clone(self: &Arc<Self>) -> *const () {
+        if self.clones.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.remote.acquire();
+        }
+        Arc::into_raw(self.clone()).cast()
     }
 }
 
 impl LocalWake {
-    /// A new strong reference to the live shared waker, made if none is.
-    fn clone_shared(&self) -> Arc<SharedWake> {
-        let mut weak = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = weak.upgrade() {
-            return s;
-        }
-        let s = Arc::new(SharedWake {
-            _live: LiveGuard::new(self.state.remote.clone()),
-            state: self.state.clone(),
-        });
-        *weak = Arc::downgrade(&s);
-        s
+    fn state(&self) -> &Arc<WakeState> {
+        self.state.get_or_init(|| {
+            Arc::new(WakeState {
+                remote: self.remote.clone(),
+                key: self.key,
+                woken: AtomicBool::new(false),
+                clones: AtomicUsize::new(0),
+            })
+        })
     }
 }
 
 // Both are reached from other threads: the root during `poll` (scoped
-// threads), the shared one at any time.
+// threads), the state at any time.
 const _: () = {
     const fn sync<T: Send + Sync>() {}
     sync::<LocalWake>();
-    sync::<SharedWake>();
     sync::<WakeState>();
 };
 
@@ -172,8 +172,7 @@ unsafe fn root_clone(data: *const ()) -> RawWaker {
     // `Context` of a `poll` that frame is running (see the module docs),
     // so the frame is alive now.
     let local = unsafe { &*data.cast::<LocalWake>() };
-    let shared = Arc::into_raw(local.clone_shared());
-    RawWaker::new(shared.cast(), &SHARED_VTABLE)
+    RawWaker::new(local.state().add_clone(), &SHARED_VTABLE)
 }
 
 unsafe fn root_wake(data: *const ()) {
@@ -184,28 +183,49 @@ unsafe fn root_wake(data: *const ()) {
 
 unsafe fn root_drop(_: *const ()) {}
 
+/// The state a clone's data points at.
+///
+/// # Safety
+/// `data` is a clone's: from `WakeState::add_clone`, whose counts the
+/// clone still holds.
+unsafe fn clone_state<'a>(data: *const ()) -> &'a WakeState {
+    // SAFETY: the caller's contract: the clone holds an `Arc` count, so
+    // the state is alive while the clone is.
+    unsafe { &*data.cast::<WakeState>() }
+}
+
 unsafe fn shared_clone(data: *const ()) -> RawWaker {
-    // SAFETY: a shared waker's data came from `Arc::into_raw` of an
-    // `Arc<SharedWake>` whose count this waker holds; cloning adds one.
-    unsafe { Arc::increment_strong_count(data.cast::<SharedWake>()) };
+    // SAFETY: `data` is a live clone's (the vtable is only reached
+    // through one); a new clone gets counts of its own.
+    let st = unsafe { clone_state(data) };
+    if st.clones.fetch_add(1, Ordering::AcqRel) == 0 {
+        st.remote.acquire(); // unreachable in practice: this clone is live
+    }
+    // SAFETY: as above; the `Arc` count is one more for the new clone.
+    unsafe { Arc::increment_strong_count(data.cast::<WakeState>()) };
     RawWaker::new(data, &SHARED_VTABLE)
 }
 
 unsafe fn shared_wake(data: *const ()) {
-    // SAFETY: as in `shared_clone`; `wake` consumes this waker's count.
-    let shared = unsafe { Arc::from_raw(data.cast::<SharedWake>()) };
-    shared.wake();
+    // SAFETY: `data` is a live clone's; `wake` consumes it, like a drop.
+    unsafe {
+        clone_state(data).wake();
+        shared_drop(data);
+    }
 }
 
 unsafe fn shared_wake_by_ref(data: *const ()) {
-    // SAFETY: as in `shared_clone`; the waker keeps its count.
-    let shared = unsafe { &*data.cast::<SharedWake>() };
-    shared.wake();
+    // SAFETY: `data` is a live clone's, which keeps its counts.
+    unsafe { clone_state(data) }.wake();
 }
 
 unsafe fn shared_drop(data: *const ()) {
-    // SAFETY: as in `shared_clone`; dropping gives this waker's count back.
-    drop(unsafe { Arc::from_raw(data.cast::<SharedWake>()) });
+    // SAFETY: `data` is a live clone's; dropping gives its counts back
+    // (the `Arc` last, so the state outlives the `clones` update).
+    let st = unsafe { Arc::from_raw(data.cast::<WakeState>()) };
+    if st.clones.fetch_sub(1, Ordering::AcqRel) == 1 {
+        st.remote.release();
+    }
 }
 
 /// Forgets the call's key on every way out (a late wake is then ignored).
@@ -225,13 +245,10 @@ fn wait_until<F: Future>(fut: F, deadline: Option<Instant>) -> Result<F::Output,
     })?;
     let mut fut = std::pin::pin!(fut);
     let local = LocalWake {
-        state: Arc::new(WakeState {
-            remote,
-            key,
-            woken: AtomicBool::new(false),
-        }),
+        remote,
+        key,
         woken: AtomicBool::new(false),
-        shared: Mutex::new(Weak::new()),
+        state: OnceLock::new(),
     };
     // SAFETY: the vtable's functions uphold `RawWaker`'s contract (clones
     // are `Arc`-counted shared wakers; the root's own drop does nothing),
@@ -244,7 +261,9 @@ fn wait_until<F: Future>(fut: F, deadline: Option<Instant>) -> Result<F::Output,
     let mut registered: Option<Unregister> = None;
     loop {
         local.woken.store(false, Ordering::Relaxed);
-        local.state.woken.store(false, Ordering::SeqCst);
+        if let Some(st) = local.state.get() {
+            st.woken.store(false, Ordering::SeqCst);
+        }
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return Ok(v);
         }
@@ -257,7 +276,11 @@ fn wait_until<F: Future>(fut: F, deadline: Option<Instant>) -> Result<F::Output,
             crate::hub::with(|hub| hub.remote_waits.insert(key));
             registered = Some(Unregister(key));
         }
-        if local.state.woken.load(Ordering::SeqCst) {
+        if local
+            .state
+            .get()
+            .is_some_and(|st| st.woken.load(Ordering::SeqCst))
+        {
             continue; // woken while polling
         }
         let woke = park_with(deadline, WaitingOn::Future, |token| {

@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,7 +49,8 @@ pub(crate) struct Remote {
     /// The hub is in (or about to enter) a blocking poll: only then does
     /// a handoff write the eventfd (see [`Remote::announce_sleep`]).
     sleeping: AtomicBool,
-    /// Live `HubHandle`s, `RemoteWaker`s and `LiveGuard`s.
+    /// Live `HubHandle`s, `RemoteWaker`s, and `wait_future` calls whose
+    /// future keeps a waker.
     live: AtomicUsize,
     notifier: Arc<Notifier>,
 }
@@ -109,11 +111,14 @@ impl Remote {
         self.sleeping.store(false, Ordering::Relaxed);
     }
 
-    fn acquire(&self) {
+    /// One more live handle (the hub waits for other threads while any
+    /// is alive); [`release`](Self::release) gives it back.
+    pub(crate) fn acquire(&self) {
         self.live.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn release(&self) {
+    /// One live handle fewer (see [`acquire`](Self::acquire)).
+    pub(crate) fn release(&self) {
         // SeqCst, paired with `announce_sleep` and the hub's re-check of
         // `is_live` after it: either this sees the hub asleep and wakes
         // it, or the hub sees the count at zero before it blocks.
@@ -149,7 +154,30 @@ impl Remote {
 #[derive(Default)]
 pub(crate) struct RemoteWaits {
     next_key: std::cell::Cell<u64>,
-    waits: RefCell<HashMap<u64, WaitEntry>>,
+    waits: RefCell<HashMap<u64, WaitEntry, BuildHasherDefault<KeyHasher>>>,
+}
+
+/// Hashes the sequential wait keys with one multiplication (Fibonacci
+/// hashing): they are never chosen by anyone outside, so SipHash's
+/// protection buys nothing, and `wait_future` inserts and removes one
+/// per wait.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 #[derive(Default)]
@@ -575,24 +603,6 @@ pub(crate) fn wake_from_anywhere(remote: &Arc<Remote>, key: u64) {
     if local != Some(true) {
         // Fails only if the hub is gone, and its waiter with it.
         let _ = remote.send(Job::Wake(key));
-    }
-}
-
-/// Keeps a hub waiting for other threads while it lives (counted with the
-/// `HubHandle`s and `RemoteWaker`s): what an async waker that may be
-/// cloned to another thread holds.
-pub(crate) struct LiveGuard(Arc<Remote>);
-
-impl LiveGuard {
-    pub(crate) fn new(remote: Arc<Remote>) -> LiveGuard {
-        remote.acquire();
-        LiveGuard(remote)
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.release();
     }
 }
 
