@@ -252,3 +252,37 @@ fn a_killed_greenlet_aborts_its_tokio_task() {
         assert!(err.to_string().contains("in tokio"), "{err}");
     });
 }
+
+#[test]
+fn wait_tokio_on_uses_the_programs_own_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("programs-own")
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let names = on_fresh_thread(move || {
+        let greenlets: Vec<_> = (0..10)
+            .map(|_| {
+                let handle = handle.clone();
+                spawn(move || {
+                    greenhouse::bridge::tokio::wait_tokio_on(&handle, async {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        std::thread::current().name().map(str::to_string)
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        greenlets
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(names.len(), 10);
+    assert!(
+        names.iter().all(|n| n.as_deref() == Some("programs-own")),
+        "{names:?}"
+    );
+}
