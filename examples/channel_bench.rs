@@ -67,75 +67,54 @@ fn greenhouse_stream(n: u64) -> Duration {
     t0.elapsed()
 }
 
-fn crossbeam_pingpong(n: u64) -> Duration {
-    let (to_b, b_rx) = crossbeam_channel::bounded::<u64>(1);
-    let (to_a, a_rx) = crossbeam_channel::bounded::<u64>(1);
-    let echo = std::thread::spawn(move || {
-        while let Ok(v) = b_rx.recv() {
-            if to_a.send(v + 1).is_err() {
-                break;
+/// A ping-pong and a stream between two plain threads over a channel
+/// crate whose `bounded`, `send`, `recv` and `iter` look like
+/// crossbeam's (crossbeam-channel and flume).
+macro_rules! thread_channel_benches {
+    ($pingpong:ident, $stream:ident, $bounded:path) => {
+        fn $pingpong(n: u64) -> Duration {
+            let (to_b, b_rx) = $bounded(1);
+            let (to_a, a_rx) = $bounded(1);
+            let echo = std::thread::spawn(move || {
+                while let Ok(v) = b_rx.recv() {
+                    if to_a.send(v + 1).is_err() {
+                        break;
+                    }
+                }
+            });
+            let t0 = Instant::now();
+            for i in 0..n {
+                to_b.send(i).unwrap();
+                assert_eq!(a_rx.recv().unwrap(), i + 1);
             }
+            let t = t0.elapsed();
+            drop(to_b);
+            echo.join().unwrap();
+            t
         }
-    });
-    let t0 = Instant::now();
-    for i in 0..n {
-        to_b.send(i).unwrap();
-        assert_eq!(a_rx.recv().unwrap(), i + 1);
-    }
-    let t = t0.elapsed();
-    drop(to_b);
-    echo.join().unwrap();
-    t
+
+        fn $stream(n: u64) -> Duration {
+            let (tx, rx) = $bounded(CAP);
+            let t0 = Instant::now();
+            let p = std::thread::spawn(move || {
+                for i in 0..n {
+                    tx.send(i).unwrap();
+                }
+            });
+            let sum: u64 = rx.iter().sum();
+            p.join().unwrap();
+            assert_eq!(sum, n * (n - 1) / 2);
+            t0.elapsed()
+        }
+    };
 }
 
-fn crossbeam_stream(n: u64) -> Duration {
-    let (tx, rx) = crossbeam_channel::bounded::<u64>(CAP);
-    let t0 = Instant::now();
-    let p = std::thread::spawn(move || {
-        for i in 0..n {
-            tx.send(i).unwrap();
-        }
-    });
-    let sum: u64 = rx.iter().sum();
-    p.join().unwrap();
-    assert_eq!(sum, n * (n - 1) / 2);
-    t0.elapsed()
-}
-
-fn flume_pingpong(n: u64) -> Duration {
-    let (to_b, b_rx) = flume::bounded::<u64>(1);
-    let (to_a, a_rx) = flume::bounded::<u64>(1);
-    let echo = std::thread::spawn(move || {
-        while let Ok(v) = b_rx.recv() {
-            if to_a.send(v + 1).is_err() {
-                break;
-            }
-        }
-    });
-    let t0 = Instant::now();
-    for i in 0..n {
-        to_b.send(i).unwrap();
-        assert_eq!(a_rx.recv().unwrap(), i + 1);
-    }
-    let t = t0.elapsed();
-    drop(to_b);
-    echo.join().unwrap();
-    t
-}
-
-fn flume_stream(n: u64) -> Duration {
-    let (tx, rx) = flume::bounded::<u64>(CAP);
-    let t0 = Instant::now();
-    let p = std::thread::spawn(move || {
-        for i in 0..n {
-            tx.send(i).unwrap();
-        }
-    });
-    let sum: u64 = rx.iter().sum();
-    p.join().unwrap();
-    assert_eq!(sum, n * (n - 1) / 2);
-    t0.elapsed()
-}
+thread_channel_benches!(
+    crossbeam_pingpong,
+    crossbeam_stream,
+    crossbeam_channel::bounded::<u64>
+);
+thread_channel_benches!(flume_pingpong, flume_stream, flume::bounded::<u64>);
 
 fn tokio_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

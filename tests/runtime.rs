@@ -376,33 +376,11 @@ fn graceful_runtime_server_child() {
 
 #[test]
 fn sigterm_stops_a_runtime_server_on_every_hub_gracefully() {
-    use std::io::{BufRead, BufReader};
     if std::env::var_os("GREENHOUSE_RUNTIME_CHILD").is_some() {
         return;
     }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "graceful_runtime_server_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("GREENHOUSE_RUNTIME_CHILD", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the child ended early"
-        );
-        if let Some((_, a)) = line.trim().split_once("listening ") {
-            break a.to_string();
-        }
-    };
+    let (mut child, mut out, addr) =
+        common::spawn_listening_child("graceful_runtime_server_child", "GREENHOUSE_RUNTIME_CHILD");
     // Connections in progress on both hubs.
     let mut conns = Vec::new();
     let mut hubs = HashSet::new();

@@ -6,8 +6,10 @@
 //! Signals are process-wide and the tests run in parallel threads, so each
 //! test uses a signal of its own.
 
+mod common;
+
 use std::cell::Cell;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -148,30 +150,8 @@ fn sigterm_stops_a_stream_server_gracefully() {
     if std::env::var_os("GREENHOUSE_SIGNAL_CHILD").is_some() {
         return;
     }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "graceful_server_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("GREENHOUSE_SIGNAL_CHILD", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the child ended early"
-        );
-        // The harness may print "test ... " on the same line first.
-        if let Some((_, a)) = line.trim().split_once("listening ") {
-            break a.to_string();
-        }
-    };
+    let (mut child, mut out, addr) =
+        common::spawn_listening_child("graceful_server_child", "GREENHOUSE_SIGNAL_CHILD");
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     conn.write_all(b"hello").unwrap();
     std::thread::sleep(Duration::from_millis(50)); // the handler is working

@@ -24,3 +24,39 @@ impl Drop for DropFlag {
         self.0.set(true);
     }
 }
+
+/// Runs the test `name` of this same test binary in a child process
+/// (with `env` set, so the child knows its role) and waits for the
+/// `listening ADDR` line it prints; returns the child, the rest of its
+/// stdout, and the address.
+#[allow(dead_code)] // not every test file that includes `common` uses it
+pub fn spawn_listening_child(
+    name: &str,
+    env: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+        // The harness may print "test ... " on the same line first.
+        if let Some((_, a)) = line.trim().split_once("listening ") {
+            break a.to_string();
+        }
+    };
+    (child, out, addr)
+}
