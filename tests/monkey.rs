@@ -189,20 +189,13 @@ fn so_rcvtimeo_gives_would_block_and_others_run_meanwhile() -> io::Result<()> {
     setup();
     let (mut a, _b) = UnixStream::pair()?;
     a.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let ticks = Rc::new(Cell::new(0u32));
-    let t = ticks.clone();
-    let ticker = spawn(move || {
-        loop {
-            greenhouse::sleep(Duration::from_millis(2));
-            t.set(t.get() + 1);
-        }
-    });
+    let ticker = common::Ticker::start(Duration::from_millis(2));
     let before = parked_calls();
     let err = a.read(&mut [0u8; 8]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
     assert!(parked_calls() > before);
-    assert!(ticks.get() > 0, "the ticker never ran during the wait");
-    ticker.kill().unwrap();
+    assert!(ticker.ticks() > 0, "the ticker never ran during the wait");
+    ticker.stop();
     Ok(())
 }
 
@@ -925,16 +918,9 @@ fn c_select_and_epoll_loops_park_only_their_greenlet() -> io::Result<()> {
             })
         })
         .collect();
-    let ticks = Rc::new(Cell::new(0u32));
-    let t = ticks.clone();
-    let ticker = spawn(move || {
-        loop {
-            greenhouse::sleep(Duration::from_millis(1));
-            t.set(t.get() + 1);
-        }
-    });
+    let ticker = common::Ticker::start(Duration::from_millis(1));
     // Every waiter is inside its C call, and the hub keeps ticking.
-    while inside.now.get() < 100 || ticks.get() < 20 {
+    while inside.now.get() < 100 || ticker.ticks() < 20 {
         greenhouse::sleep(Duration::from_millis(1));
     }
     assert_eq!(inside.now.get(), 100, "all 100 still inside their C calls");
@@ -945,7 +931,7 @@ fn c_select_and_epoll_loops_park_only_their_greenlet() -> io::Result<()> {
         assert_eq!(r.unwrap(), i32::from(b'a' + (i % 26) as u8), "waiter {i}");
     }
     assert_eq!(inside.peak.get(), 100);
-    ticker.kill().unwrap();
+    ticker.stop();
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! receivers are killed, FIFO per producer, closing from either side, and
 //! waits that park only their greenlet.
 
+mod common;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -180,14 +181,7 @@ fn closing_from_either_side() {
 #[test]
 fn waits_time_out_and_park_only_their_greenlet() {
     let (tx, rx) = mpmc::bounded::<u8>(1);
-    let ticks = Rc::new(Cell::new(0));
-    let t = ticks.clone();
-    let ticker = spawn(move || {
-        loop {
-            sleep(Duration::from_millis(1));
-            t.set(t.get() + 1);
-        }
-    });
+    let ticker = common::Ticker::start(Duration::from_millis(1));
     assert_eq!(
         rx.recv_timeout(Duration::from_millis(30)),
         Err(Error::TimedOut)
@@ -201,10 +195,10 @@ fn waits_time_out_and_park_only_their_greenlet() {
     });
     assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
     assert!(
-        ticks.get() > 0,
+        ticker.ticks() > 0,
         "the ticker never ran while the channel waited"
     );
-    ticker.kill().unwrap();
+    ticker.stop();
     // The timed-out waiters left no trace: the item is still the first.
     assert_eq!(rx.try_recv(), Ok(1));
 }
@@ -223,14 +217,7 @@ fn hub_thread() -> (HubHandle, mpmc::Sender<()>, thread::JoinHandle<()>) {
 #[test]
 fn call_runs_on_the_other_hub_and_parks_only_the_caller() {
     let (hub, stop, t) = hub_thread();
-    let ticks = Rc::new(Cell::new(0));
-    let tk = ticks.clone();
-    let ticker = spawn(move || {
-        loop {
-            sleep(Duration::from_millis(1));
-            tk.set(tk.get() + 1);
-        }
-    });
+    let ticker = common::Ticker::start(Duration::from_millis(1));
     let me = thread::current().id();
     let there = hub
         .call(|| {
@@ -239,8 +226,11 @@ fn call_runs_on_the_other_hub_and_parks_only_the_caller() {
         })
         .unwrap();
     assert_ne!(there, me);
-    assert!(ticks.get() > 0, "the caller's hub stopped while it waited");
-    ticker.kill().unwrap();
+    assert!(
+        ticker.ticks() > 0,
+        "the caller's hub stopped while it waited"
+    );
+    ticker.stop();
 
     // Many at once from greenlets here, each parked on its own.
     let done = Arc::new(AtomicUsize::new(0));

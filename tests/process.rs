@@ -1,6 +1,7 @@
 //! `greenhouse::process`: spawning, cooperative waits and pipes, without
 //! monkey patching.
 
+mod common;
 use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -47,22 +48,15 @@ fn a_hundred_children_are_waited_for_at_once_while_the_hub_runs() {
             })
         })
         .collect();
-    let ticks = Rc::new(Cell::new(0u32));
-    let t = ticks.clone();
-    let ticker = spawn(move || {
-        loop {
-            greenhouse::sleep(Duration::from_millis(1));
-            t.set(t.get() + 1);
-        }
-    });
-    while alive.get() < 100 || ticks.get() < 5 {
+    let ticker = common::Ticker::start(Duration::from_millis(1));
+    while alive.get() < 100 || ticker.ticks() < 5 {
         greenhouse::sleep(Duration::from_millis(1));
     }
     stdins.borrow_mut().clear();
     for r in joinall(waiters) {
         assert!(r.unwrap());
     }
-    ticker.kill().unwrap();
+    ticker.stop();
 }
 
 #[test]

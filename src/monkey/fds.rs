@@ -98,9 +98,7 @@ pub(super) fn keep() {
             target_arch = "riscv64"
         )
     ))]
-    for f in [fcntl as *const (), fcntl64 as *const (), ioctl as *const ()] {
-        super::keep_symbol(f);
-    }
+    variadic::keep();
 }
 
 /// `fd`'s generation: it changes whenever the number is closed or
@@ -337,11 +335,9 @@ unsafe extern "C" fn setsockopt(
     r
 }
 
-/// Hooked `fcntl(2)`: `F_SETFL` moves the flags epoch on, after the
-/// change. The optional argument is a fixed `usize` (module docs).
-///
-/// # Safety
-/// libc's contract for `fcntl`, on a target where [`VARIADIC_HOOKS`] holds.
+/// The hooks whose libc prototype is variadic, on the targets where
+/// [`VARIADIC_HOOKS`] holds (module docs: a fixed `usize` optional
+/// argument).
 #[cfg(all(
     target_os = "linux",
     any(
@@ -350,60 +346,63 @@ unsafe extern "C" fn setsockopt(
         target_arch = "riscv64"
     )
 ))]
-#[unsafe(no_mangle)]
-unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-    // SAFETY: the caller's arguments, unchanged (module docs: the third
-    // one as the caller passed it, or an ignored value).
-    let r = unsafe { real::fcntl(fd, cmd, arg) };
-    if cmd == libc::F_SETFL {
-        flags_changed();
-    }
-    r
-}
+mod variadic {
+    use super::*;
 
-/// Hooked `fcntl64`, the name C code built with 64-bit file offsets calls:
-/// as [`fcntl`].
-///
-/// # Safety
-/// As `fcntl`.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    )
-))]
-#[unsafe(no_mangle)]
-unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
-    // SAFETY: as in `fcntl`.
-    let r = unsafe { real::fcntl64(fd, cmd, arg) };
-    if cmd == libc::F_SETFL {
-        flags_changed();
+    /// Keeps these hooks linked (see `keep`).
+    pub(super) fn keep() {
+        for f in [fcntl as *const (), fcntl64 as *const (), ioctl as *const ()] {
+            super::super::keep_symbol(f);
+        }
     }
-    r
-}
 
-/// Hooked `ioctl(2)`: `FIONBIO` (std's `set_nonblocking`) moves the flags
-/// epoch on, after the change. The optional argument is a fixed `usize`
-/// (module docs).
-///
-/// # Safety
-/// libc's contract for `ioctl`, on a target where [`VARIADIC_HOOKS`] holds.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    )
-))]
-#[unsafe(no_mangle)]
-unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: usize) -> c_int {
-    // SAFETY: as in `fcntl`.
-    let r = unsafe { real::ioctl(fd, request, arg) };
-    if request == libc::FIONBIO {
-        flags_changed();
+    /// Hooked `fcntl(2)`: `F_SETFL` moves the flags epoch on, after the
+    /// change. The optional argument is a fixed `usize` (module docs).
+    ///
+    /// # Safety
+    /// libc's contract for `fcntl`, on a target where [`VARIADIC_HOOKS`] holds.
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+        // SAFETY: the caller's arguments, unchanged (module docs: the third
+        // one as the caller passed it, or an ignored value).
+        let r = unsafe { real::fcntl(fd, cmd, arg) };
+        after_fcntl(cmd);
+        r
     }
-    r
+
+    /// Hooked `fcntl64`, the name C code built with 64-bit file offsets calls:
+    /// as [`fcntl`].
+    ///
+    /// # Safety
+    /// As `fcntl`.
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+        // SAFETY: as in `fcntl`.
+        let r = unsafe { real::fcntl64(fd, cmd, arg) };
+        after_fcntl(cmd);
+        r
+    }
+
+    /// What `fcntl` and `fcntl64` note after the call.
+    fn after_fcntl(cmd: c_int) {
+        if cmd == libc::F_SETFL {
+            flags_changed();
+        }
+    }
+
+    /// Hooked `ioctl(2)`: `FIONBIO` (std's `set_nonblocking`) moves the flags
+    /// epoch on, after the change. The optional argument is a fixed `usize`
+    /// (module docs).
+    ///
+    /// # Safety
+    /// libc's contract for `ioctl`, on a target where [`VARIADIC_HOOKS`] holds.
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: usize) -> c_int {
+        // SAFETY: as in `fcntl`.
+        let r = unsafe { real::ioctl(fd, request, arg) };
+        if request == libc::FIONBIO {
+            flags_changed();
+        }
+        r
+    }
 }

@@ -60,3 +60,51 @@ pub fn spawn_listening_child(
     };
     (child, out, addr)
 }
+
+/// A greenlet that counts hub turns: it sleeps `period` and ticks, for
+/// ever, until [`stop`](Ticker::stop)ped (or dropped: then killed). A
+/// count above zero after a wait proves the hub kept running during it.
+#[allow(dead_code)] // not every test file that includes `common` uses it
+pub struct Ticker {
+    ticks: std::rc::Rc<std::cell::Cell<u32>>,
+    greenlet: Option<greenhouse::JoinHandle<()>>,
+}
+
+#[allow(dead_code)]
+impl Ticker {
+    /// Spawns the ticking greenlet.
+    pub fn start(period: std::time::Duration) -> Ticker {
+        let ticks = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let t = ticks.clone();
+        let greenlet = greenhouse::spawn(move || {
+            loop {
+                greenhouse::sleep(period);
+                t.set(t.get() + 1);
+            }
+        });
+        Ticker {
+            ticks,
+            greenlet: Some(greenlet),
+        }
+    }
+
+    /// Ticks so far.
+    pub fn ticks(&self) -> u32 {
+        self.ticks.get()
+    }
+
+    /// Kills the greenlet (it must still be alive to be killed cleanly).
+    pub fn stop(mut self) {
+        if let Some(g) = self.greenlet.take() {
+            g.kill().unwrap();
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        if let Some(g) = self.greenlet.take() {
+            let _ = g.kill();
+        }
+    }
+}
