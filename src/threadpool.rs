@@ -150,7 +150,9 @@ impl ThreadPool {
         }
     }
 
-    fn submit(&self, task: Task) -> Result<(), Error> {
+    /// Queues `task` to run on a worker; never blocks. For callers that
+    /// wait for it their own way (the `pthread_join` hook).
+    pub(crate) fn submit(&self, task: Task) -> Result<(), Error> {
         let mut st = self.shared.lock();
         st.tasks.push_back(task);
         if st.idle >= st.tasks.len() || st.threads >= self.shared.max_threads {

@@ -234,6 +234,8 @@ fn unsafe_code_stays_in_the_listed_files() {
         "monkey/epoll.rs",
         "monkey/wait.rs",
         "monkey/fds.rs",
+        "monkey/futex.rs",
+        "monkey/pthread.rs",
         // The wakers of wait_future (a RawWaker vtable).
         "bridge/wait.rs",
         // sched_setaffinity; a socket fd handed between hubs.

@@ -74,6 +74,24 @@ pub(crate) struct Hub {
     /// Work from other threads ran since the last blocking poll (see
     /// `spin_for_remote`).
     remote_busy: Cell<bool>,
+    /// Told at every tick boundary and around every blocking poll (the
+    /// patched futex waits on std's thread parker, `monkey/futex.rs`).
+    idle_hook: Cell<Option<IdleHook>>,
+}
+
+/// What [`Hub::set_idle_hook`] installs.
+type IdleHook = fn(Idle) -> bool;
+
+/// Where the hub is, for its [`Hub::set_idle_hook`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Idle {
+    /// A tick boundary, before the next greenlets run.
+    Tick,
+    /// About to block in the poller; the hook returns false to prevent
+    /// that (it made a greenlet ready).
+    Sleep,
+    /// Back from a poll that `Sleep` allowed.
+    Woke,
 }
 
 /// How long a hub that just ran work from other threads spins for more
@@ -116,6 +134,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
                 clock: Cell::new(Instant::now()),
                 clock_in: Cell::new(CLOCK_EVERY),
                 remote_busy: Cell::new(false),
+                idle_hook: Cell::new(None),
             });
             greenlet::install_scheduler(hub.clone());
             hub
@@ -137,6 +156,19 @@ impl Hub {
         }
         let r = Arc::new(Remote::new(self.reactor.notifier()?));
         Ok(self.remote.get_or_init(|| r).clone())
+    }
+
+    /// Installs `f` to be told where the hub is (see [`Idle`]); one per
+    /// hub, for the monkey hooks.
+    #[cfg(feature = "monkey")]
+    pub(crate) fn set_idle_hook(&self, f: IdleHook) {
+        self.idle_hook.set(Some(f));
+    }
+
+    /// Tells the idle hook, if any; its answer (true without one).
+    #[inline]
+    fn idle(&self, at: Idle) -> bool {
+        self.idle_hook.get().is_none_or(|f| f(at))
     }
 
     /// Runs what other threads handed over, if anything.
@@ -182,6 +214,14 @@ impl Hub {
             .is_some_and(|r| r.is_live() || r.has_jobs())
     }
 
+    /// Nothing but greenlets in patched futex waits keeps the hub live,
+    /// and no other thread exists to wake them: none ever will be.
+    fn futex_deadlock(&self) -> bool {
+        !self.reactor.has_waiters()
+            && self.remote.get().is_some_and(|r| r.futex_only())
+            && remote::only_thread()
+    }
+
     /// Blocks the thread until the next timer (or IO, if anyone waits).
     fn wait_for_events(&self, now: Instant, something_ready: bool) -> bool {
         let waiting_io = self.reactor.has_waiters();
@@ -195,7 +235,7 @@ impl Hub {
         } else {
             match self.timers.next_deadline() {
                 Some(d) => Some(d.saturating_duration_since(now)),
-                None if waiting_io => None,
+                None if waiting_io && !self.futex_deadlock() => None,
                 None => return false, // deadlock
             }
         };
@@ -203,6 +243,10 @@ impl Hub {
         // then announce the sleep (the handoff's side of it is in
         // `Remote::send`).
         let mut timeout = timeout;
+        if timeout != Some(Duration::ZERO) && !self.idle(Idle::Sleep) {
+            timeout = Some(Duration::ZERO);
+        }
+        let told_sleep = timeout != Some(Duration::ZERO);
         let remote = self
             .remote
             .get()
@@ -223,6 +267,9 @@ impl Hub {
         self.probe.set_polling(false);
         if let Some(r) = remote {
             r.woke_up();
+        }
+        if told_sleep {
+            self.idle(Idle::Woke);
         }
         if let Err(e) = polled {
             // Cannot poll (e.g. no fd left for the poller): fall back to a
@@ -253,6 +300,7 @@ impl Schedule for Hub {
             // Tick boundary. With no timers and nobody waiting for IO there
             // is nothing to poll: start the next tick without a system call.
             self.drain_remote();
+            self.idle(Idle::Tick);
             if self
                 .probe
                 .dump_requested

@@ -288,10 +288,20 @@ pub(crate) fn unregister(probe: &Arc<Probe>) {
 pub(crate) fn start_thread() {
     static START: Once = Once::new();
     START.call_once(|| {
-        let _ = std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("greenhouse-monitor".into())
             .spawn(watch);
+        RUNNING.store(started.is_ok(), Ordering::Relaxed);
     });
+}
+
+/// The monitor thread was started (it runs for the process's life).
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Threads of greenhouse's own that never touch the program's locks: the
+/// monitor, if it runs (for `remote::only_thread`).
+pub(crate) fn own_threads() -> usize {
+    usize::from(RUNNING.load(Ordering::Relaxed))
 }
 
 /// What the monitor remembers of one hub between samples.

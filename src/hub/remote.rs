@@ -52,6 +52,9 @@ pub(crate) struct Remote {
     /// Live `HubHandle`s, `RemoteWaker`s, and `wait_future` calls whose
     /// future keeps a waker.
     live: AtomicUsize,
+    /// Of `live`, the greenlets parked in a patched futex wait (see
+    /// [`futex_only`](Self::futex_only)).
+    futex: AtomicUsize,
     notifier: Arc<Notifier>,
 }
 
@@ -68,6 +71,7 @@ impl Remote {
             pending: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             live: AtomicUsize::new(0),
+            futex: AtomicUsize::new(0),
             notifier,
         }
     }
@@ -131,6 +135,29 @@ impl Remote {
     /// Whether some handle or waker is alive (the hub must wait for it).
     pub(crate) fn is_live(&self) -> bool {
         self.live.load(Ordering::SeqCst) > 0
+    }
+
+    /// One more greenlet parked in a patched futex wait: live like a
+    /// handle (any thread may wake it), but counted apart, see
+    /// [`futex_only`](Self::futex_only).
+    #[cfg(feature = "monkey")]
+    pub(crate) fn acquire_futex(&self) {
+        self.futex.fetch_add(1, Ordering::Relaxed);
+        self.acquire();
+    }
+
+    /// The futex waiter of [`acquire_futex`](Self::acquire_futex) is gone.
+    #[cfg(feature = "monkey")]
+    pub(crate) fn release_futex(&self) {
+        self.futex.fetch_sub(1, Ordering::Relaxed);
+        self.release();
+    }
+
+    /// Whether everything keeping the hub live is a futex waiter: then, if
+    /// no other thread exists that could wake them, nothing ever will.
+    pub(crate) fn futex_only(&self) -> bool {
+        let f = self.futex.load(Ordering::SeqCst);
+        f > 0 && self.live.load(Ordering::SeqCst) == f && !self.has_jobs()
     }
 
     /// Whether jobs may be waiting.
@@ -657,10 +684,44 @@ pub(crate) fn remote_wait() -> io::Result<(RemoteWaker, RemoteWait)> {
     })
 }
 
+/// A key on this hub for a greenlet about to park in a patched futex wait
+/// (`monkey/futex.rs`), and the hub's inbox that wakes it from any thread
+/// ([`wake_from_anywhere`]). The hub counts the waiter as live
+/// ([`Remote::acquire_futex`]) until whoever removes it from the futex
+/// registry calls [`Remote::release_futex`].
+#[cfg(feature = "monkey")]
+pub(crate) fn futex_wait() -> io::Result<(Arc<Remote>, RemoteWait)> {
+    super::with(|hub| {
+        let remote = hub.remote()?;
+        let key = hub.remote_waits.new_key();
+        hub.remote_waits.insert(key);
+        remote.acquire_futex();
+        Ok((
+            remote,
+            RemoteWait {
+                key,
+                _not_send: PhantomData,
+            },
+        ))
+    })
+}
+
 impl RemoteWait {
+    /// The key a [`wake_from_anywhere`] ends this wait with.
+    #[cfg(feature = "monkey")]
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
     /// Parks until the waker fires (`Ready`), `deadline` passes, or an
     /// armed `Timeout` expires. Raises `GreenletExit` if killed.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Woke {
+        self.wait_as(deadline, true, WaitingOn::OtherThread)
+    }
+
+    /// [`wait`](Self::wait), shown in dumps as `on`; with `scoped` false
+    /// an armed `Timeout` does not end it (`park_unscoped_with`).
+    pub(crate) fn wait_as(&self, deadline: Option<Instant>, scoped: bool, on: WaitingOn) -> Woke {
         loop {
             let woken = super::with(|hub| {
                 hub.remote_waits
@@ -672,18 +733,50 @@ impl RemoteWait {
             if woken {
                 return Woke::Ready;
             }
-            let woke = park_with(deadline, WaitingOn::OtherThread, |token| {
+            let register = |token| {
                 super::with(|hub| {
                     if let Some(e) = hub.remote_waits.waits.borrow_mut().get_mut(&self.key) {
                         e.token = Some(token);
                     }
                 });
-            });
+            };
+            let woke = if scoped {
+                park_with(deadline, on, register)
+            } else {
+                unscoped(deadline, on, register)
+            };
             if woke != Woke::Ready {
                 return woke;
             }
         }
     }
+}
+
+#[cfg(feature = "monkey")]
+use super::scheduler::park_unscoped_with as unscoped;
+
+/// Without the `monkey` feature nothing parks unscoped.
+#[cfg(not(feature = "monkey"))]
+fn unscoped(deadline: Option<Instant>, on: WaitingOn, register: impl FnOnce(Token)) -> Woke {
+    park_with(deadline, on, register)
+}
+
+/// Whether the calling thread is the only thread of the process that could
+/// wake a futex (Linux: `/proc/self/stat`'s thread count, less the blocked
+/// hub monitor's; false where that cannot be read).
+pub(crate) fn only_thread() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // Field 20 (num_threads), counting from the state after the command
+    // name, which may itself hold spaces and parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return false;
+    };
+    rest.split_ascii_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse::<usize>().ok())
+        == Some(1 + super::monitor::own_threads())
 }
 
 impl Drop for RemoteWait {

@@ -160,20 +160,38 @@ pub(crate) fn park_with(
     on: WaitingOn,
     register: impl FnOnce(Token),
 ) -> Woke {
-    super::with(|hub| park_on(hub, deadline, on, register))
+    super::with(|hub| park_on(hub, deadline, on, true, register))
+}
+
+/// Like [`park_with`], but an armed `Timeout` scope does not end this park
+/// (only the token, `deadline` or a kill do). For waits whose caller
+/// retries at once when they end early: a futex wait inside std's
+/// `Mutex::lock` would otherwise spin on a fired scope (`monkey/futex.rs`).
+#[cfg(feature = "monkey")]
+pub(crate) fn park_unscoped_with(
+    deadline: Option<Instant>,
+    on: WaitingOn,
+    register: impl FnOnce(Token),
+) -> Woke {
+    super::with(|hub| park_on(hub, deadline, on, false, register))
 }
 
 fn park_on(
     hub: &super::Hub,
     deadline: Option<Instant>,
     on: WaitingOn,
+    scoped: bool,
     register: impl FnOnce(Token),
 ) -> Woke {
     let cur = greenlet::current_rc();
     raise_deferred_exit(&cur);
     let generation = cur.ext.park_gen.get() + 1;
     cur.ext.park_gen.set(generation);
-    let scope = super::timeout::scope_deadline(&cur);
+    let scope = if scoped {
+        super::timeout::scope_deadline(&cur)
+    } else {
+        None
+    };
     let (eff, from_scope) = match (deadline, scope) {
         (Some(d), Some(s)) if s <= d => (Some(s), true),
         (Some(d), _) => (Some(d), false),

@@ -53,6 +53,11 @@ pub(crate) struct Slot {
     /// The error of a deferred kill with an error (`kill_with`), raised as
     /// `ThrownError` instead of `GreenletExit`.
     pub(crate) deferred_error: RefCell<Option<crate::error::Error>>,
+    /// How many thread-park waits in a row ended by the patched futex
+    /// wait's safety poll rather than a wake: the next poll waits twice as
+    /// long (`monkey/futex.rs`).
+    #[cfg(feature = "monkey")]
+    pub(crate) futex_polls: Cell<u8>,
     /// Greenlet-local values, by key (the `local` module).
     pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
     /// What it waits for in its current (or latest) park, for the dump.

@@ -31,7 +31,14 @@
 //! - `waitpid`/`wait4`/`waitid` (std's `Child::wait`, `Command::status`
 //!   and `output`) park until the child changes state (on a `pidfd`);
 //! - `getaddrinfo` for a host name runs on the
-//!   [thread pool](crate::threadpool) while the greenlet parks.
+//!   [thread pool](crate::threadpool) while the greenlet parks;
+//! - futex waits (`syscall(SYS_futex)`: std's `Mutex`, `RwLock`,
+//!   `Condvar`, `Once`/`OnceLock`/`LazyLock`, `Barrier`, `mpsc` channels
+//!   and `thread::park`, and parking_lot) park the greenlet against the
+//!   futex word, and a `FUTEX_WAKE` from any thread wakes it through its
+//!   hub (details below);
+//! - `pthread_join` (`JoinHandle::join` of an OS thread) parks while a
+//!   helper thread joins.
 //!
 //! A would-block costs what greenhouse's own sockets cost: the fd's
 //! registration with the hub's poller, its blocking mode and socket
@@ -66,6 +73,52 @@
 //! ends the greenlet as killed, its destructors run. So a `loop` of
 //! `std::thread::sleep` dies at once when killed.
 //!
+//! # Waits on locks, channels and threads
+//!
+//! A futex caller retries whenever a wait ends early, and `pthread_join`
+//! cannot fail half-way, so these waits follow their own rules:
+//!
+//! - a wait **without** a timeout of its own — `Mutex::lock`,
+//!   `RwLock::read`/`write`, `Condvar::wait`, `recv`, `send` on a full
+//!   `sync_channel`, `Barrier::wait`, a `OnceLock` being initialized
+//!   elsewhere, `thread::park`, `JoinHandle::join` — is not ended by an
+//!   armed [`Timeout`](crate::Timeout) (std would only wait again at once);
+//!   the scope fires at the greenlet's next greenhouse call;
+//! - a wait **with** a timeout — `Condvar::wait_timeout`,
+//!   `thread::park_timeout`, `recv_timeout` — ends as timed out when an
+//!   armed `Timeout` expires; a std call that loops until its own deadline
+//!   (`recv_timeout`, `wait_timeout_while`) then waits on for the rest of
+//!   its own time, since the scope has already fired;
+//! - a kill ends a futex wait as a spurious wake-up: std re-checks and,
+//!   for a lock, waits again until it has it, so the std call returns
+//!   normally (with the guard it asked for) and [`GreenletExit`] is raised
+//!   at the greenlet's next greenhouse call, whose unwind drops the guard
+//!   (std marks the `Mutex` poisoned, as for any unwind through a guard).
+//!   A killed greenlet never ends holding a lock. A kill during
+//!   `JoinHandle::join` waits for the join to finish.
+//!
+//! The waker side works from anywhere: an OS thread unlocking a `Mutex`
+//! a greenlet waits for wakes it through its hub's inbox; a greenlet of
+//! the same hub releasing it makes the waiter ready at once. A greenlet
+//! holding a std lock across a greenhouse call (a patched socket write, a
+//! `sleep`) no longer blocks the thread for the others: they park, it
+//! runs on and releases it. Waiters keep their hub waiting as a
+//! [`HubHandle`](crate::HubHandle) does (another thread may wake them);
+//! if nothing else can run and no other thread exists in the process,
+//! the hub reports [`Deadlock`](crate::Error::Deadlock).
+//!
+//! Limits: std's thread parker is one per OS thread, shared by all its
+//! greenlets, so `thread::park` waiters of one thread wake together and
+//! each such wait is also polled (1 ms doubling to 256 ms) for an
+//! `unpark` that a running greenlet's own `park` consumed; std's channels
+//! never wake a waiter of the sending thread, so a `std::sync::mpsc`
+//! channel between two greenlets of one thread hangs its receiver (use
+//! [`sync::Queue`](crate::sync::Queue)); glibc's own
+//! `pthread_mutex_lock`, `pthread_cond_wait` and `sem_wait` (C code's
+//! locks) enter the kernel without `syscall` and are not hooked yet;
+//! shared (non-private) futexes, which another process may wake, block
+//! the thread.
+//!
 //! # Examples
 //!
 //! ```
@@ -97,7 +150,17 @@ mod accept;
 mod dns;
 mod epoll;
 mod fds;
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )
+))]
+mod futex;
 mod poll;
+mod pthread;
 mod real;
 mod select;
 mod sleep;
@@ -162,6 +225,16 @@ pub fn patch_all() {
     sleep::keep();
     dns::keep();
     fds::keep();
+    pthread::keep();
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )
+    ))]
+    futex::keep();
     real::resolve_all();
     PATCHED.store(true, Ordering::SeqCst);
 }

@@ -40,7 +40,7 @@ pub(super) fn keep() {
 ///
 /// # Safety
 /// `t` is null or points at a readable `timespec`.
-unsafe fn duration(t: *const timespec) -> Option<Duration> {
+pub(super) unsafe fn duration(t: *const timespec) -> Option<Duration> {
     if t.is_null() {
         return None;
     }
@@ -124,7 +124,7 @@ unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_in
 }
 
 /// The time left until `t` on `clock`, for `TIMER_ABSTIME` sleeps.
-fn until_absolute(clock: clockid_t, t: Duration) -> Option<Duration> {
+pub(super) fn until_absolute(clock: clockid_t, t: Duration) -> Option<Duration> {
     let mut now = timespec {
         tv_sec: 0,
         tv_nsec: 0,
