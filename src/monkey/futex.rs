@@ -88,8 +88,13 @@
 //! # ABI
 //!
 //! `syscall` is variadic in C, and stable Rust cannot define a variadic
-//! function. The hook takes the number and six argument words as fixed
-//! `usize`s, as `fcntl`'s hook does (see `fds.rs`): on the targets it is
+//! function. On x86-64 the hook is a few instructions of assembly: a
+//! compare of the number, a tail jump to libc's `syscall` for any other
+//! (the caller's registers and stack untouched, so other system calls
+//! cost what they cost unhooked), and a jump to the futex code for
+//! `SYS_futex`. That code, and the whole hook on the other targets, takes
+//! the number and six argument words as fixed `usize`s, as `fcntl`'s hook
+//! does (see `fds.rs`): on the targets it is
 //! compiled for, a variadic caller passes its integer and pointer
 //! arguments where a fixed prototype expects them (on x86-64 the sixth
 //! word is the caller's first stack slot, which is part of its frame
@@ -110,6 +115,9 @@ use crate::hub::dump::WaitingOn;
 use crate::hub::remote::{self, Remote};
 
 pub(super) fn keep() {
+    #[cfg(target_arch = "x86_64")]
+    super::keep_symbol(futex_entry as *const ());
+    #[cfg(not(target_arch = "x86_64"))]
     super::keep_symbol(syscall as *const ());
 }
 
@@ -266,11 +274,36 @@ fn wake_greenlets(addr: usize, n: usize, bitset: u32) -> usize {
     woken
 }
 
-/// Hooked `syscall(2)`: futex operations as the module docs say; every
-/// other number goes to libc's `syscall` with the caller's words.
+// Hooked `syscall(2)` on x86-64: a trampoline that sends `SYS_futex` to
+// `futex_entry` and every other number straight on to libc's `syscall`
+// with a tail jump (the caller's registers and stack arguments untouched:
+// a compare, a load and two branches more than unhooked), or, before
+// `patch_all` has looked libc's up, to `other_entry`.
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".globl syscall",
+    ".type syscall, @function",
+    ".p2align 4",
+    "syscall:",
+    "cmp rdi, {futex_nr}",
+    "je {futex}",
+    "mov rax, qword ptr [rip + {real}]",
+    "test rax, rax",
+    "jz {other}",
+    "jmp rax",
+    ".size syscall, . - syscall",
+    futex_nr = const libc::SYS_futex,
+    futex = sym futex_entry,
+    real = sym real::SYSCALL,
+    other = sym other_entry,
+);
+
+/// Hooked `syscall(2)` elsewhere: futex operations as the module docs say;
+/// every other number goes to libc's `syscall` with the caller's words.
 ///
 /// # Safety
 /// The contract of system call `number` for the words it takes.
+#[cfg(not(target_arch = "x86_64"))]
 #[unsafe(no_mangle)]
 unsafe extern "C" fn syscall(
     number: c_long,
@@ -288,6 +321,43 @@ unsafe extern "C" fn syscall(
     }
     // SAFETY: the caller's arguments, unchanged.
     unsafe { real::syscall(number, a) }
+}
+
+/// `syscall(SYS_futex, ...)`, from the x86-64 trampoline.
+///
+/// # Safety
+/// The futex contract for the words it takes.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn futex_entry(
+    _number: c_long,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+    a6: usize,
+) -> c_long {
+    // SAFETY: the caller's futex arguments, unchanged.
+    unsafe { futex([a1, a2, a3, a4, a5, a6]) }
+}
+
+/// Any other number, from the x86-64 trampoline, before libc's `syscall`
+/// was looked up.
+///
+/// # Safety
+/// The contract of system call `number` for the words it takes.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn other_entry(
+    number: c_long,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+    a6: usize,
+) -> c_long {
+    // SAFETY: the caller's arguments, unchanged.
+    unsafe { real::syscall(number, [a1, a2, a3, a4, a5, a6]) }
 }
 
 /// The futex system call (`a`: uaddr, op, val, timeout or val2, uaddr2,

@@ -179,6 +179,10 @@ real_variadic! {
     fn ioctl(_, _: c_ulong, _) / b"ioctl\0";
 }
 
+/// Where libc's `syscall` is, once looked up (the x86-64 trampoline in
+/// `futex.rs` jumps through it).
+pub(super) static SYSCALL: AtomicUsize = AtomicUsize::new(0);
+
 /// Calls libc's own `syscall(number, ...)` with six argument words: the
 /// most any Linux system call takes (see `futex.rs` on passing them as
 /// `usize`s).
@@ -195,8 +199,7 @@ real_variadic! {
     )
 ))]
 pub(super) unsafe fn syscall(number: libc::c_long, a: [usize; 6]) -> libc::c_long {
-    static SLOT: AtomicUsize = AtomicUsize::new(0);
-    let f = lookup(&SLOT, b"syscall\0");
+    let f = lookup(&SYSCALL, b"syscall\0");
     if f == 0 {
         super::set_errno(libc::ENOSYS);
         return -1;
