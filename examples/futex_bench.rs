@@ -2,8 +2,9 @@
 //! handoffs between a greenlet and an OS thread, patched and unpatched,
 //! against two OS threads doing the same; a handoff between two greenlets
 //! of one hub (possible only patched); and the paths that must cost
-//! nothing: an uncontended lock, a `FUTEX_WAKE` nobody waits for, and
-//! another system call passing through the `syscall` hook.
+//! nothing: an uncontended lock (std's, and C code's pthread mutex through
+//! its hooks), a `FUTEX_WAKE` nobody waits for, and another system call
+//! passing through the `syscall` hook.
 //!
 //! A handoff: one side sets the shared turn and notifies, the other waits
 //! for it on the condvar and hands it back (a round trip = two handoffs).
@@ -96,6 +97,36 @@ fn uncontended() -> Duration {
     t0.elapsed()
 }
 
+/// An uncontended pthread mutex lock and unlock (C code's), through the
+/// hooks or through libc's own functions (found past them with `dlsym`).
+fn pthread_uncontended(hooked: bool) -> Duration {
+    type Op = unsafe extern "C" fn(*mut libc::pthread_mutex_t) -> libc::c_int;
+    let (lock, unlock): (Op, Op) = if hooked {
+        (libc::pthread_mutex_lock, libc::pthread_mutex_unlock)
+    } else {
+        let find = |name: &std::ffi::CStr| {
+            // SAFETY: a NUL-terminated name; RTLD_NEXT from the executable
+            // finds libc's definition, whose prototype is `Op`.
+            unsafe {
+                let f = libc::dlsym(libc::RTLD_NEXT, name.as_ptr());
+                assert!(!f.is_null());
+                std::mem::transmute::<*mut libc::c_void, Op>(f)
+            }
+        };
+        (find(c"pthread_mutex_lock"), find(c"pthread_mutex_unlock"))
+    };
+    let m = std::cell::UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER);
+    let t0 = Instant::now();
+    for _ in 0..CALLS {
+        // SAFETY: an initialized mutex, locked then unlocked by this thread.
+        unsafe {
+            lock(m.get());
+            unlock(m.get());
+        }
+    }
+    t0.elapsed()
+}
+
 /// `FUTEX_WAKE` on a word nobody waits on, through the hook.
 fn idle_wake() -> Duration {
     let word = std::sync::atomic::AtomicU32::new(0);
@@ -166,7 +197,7 @@ fn main() {
     // Debug builds (`cargo test` runs examples) do less.
     let repeat = if cfg!(debug_assertions) { 1 } else { repeat };
     let mut rt: [Vec<Duration>; 4] = Default::default();
-    let mut per_call: [Vec<Duration>; 6] = Default::default();
+    let mut per_call: [Vec<Duration>; 8] = Default::default();
     // The unpatched runs block the hub on purpose: no detector reports.
     greenhouse::set_blocked_threshold(None);
     for _ in 0..repeat {
@@ -182,6 +213,8 @@ fn main() {
         per_call[3].push(getpid_via_hook());
         per_call[4].push(getpid_direct());
         per_call[5].push(getpid_unhooked());
+        per_call[6].push(pthread_uncontended(true));
+        per_call[7].push(pthread_uncontended(false));
     }
     let ns = |d: Duration, n: u64| d.as_nanos() as f64 / n as f64;
     let rt: Vec<f64> = rt.into_iter().map(|v| ns(median(v), ROUND_TRIPS)).collect();

@@ -461,3 +461,299 @@ fn a_killed_joiner_finishes_the_join_then_dies() {
     assert_eq!(g.join().unwrap_err(), Error::Killed);
     assert!(joined.load(Ordering::SeqCst), "the join was cut short");
 }
+
+// ---- C code's locks: glibc's pthread mutexes, conditions, semaphores ----
+
+/// A pthread mutex, condition variable and counter, shared with threads.
+struct PLock {
+    mutex: std::cell::UnsafeCell<libc::pthread_mutex_t>,
+    cond: std::cell::UnsafeCell<libc::pthread_cond_t>,
+    value: std::cell::UnsafeCell<u64>,
+}
+
+// SAFETY: the pthread objects are made for sharing between threads, and
+// `value` is only touched with the mutex held.
+unsafe impl Sync for PLock {}
+unsafe impl Send for PLock {}
+
+impl PLock {
+    fn new() -> Arc<PLock> {
+        Arc::new(PLock {
+            mutex: std::cell::UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+            cond: std::cell::UnsafeCell::new(libc::PTHREAD_COND_INITIALIZER),
+            value: std::cell::UnsafeCell::new(0),
+        })
+    }
+
+    fn lock(&self) {
+        // SAFETY: an initialized mutex.
+        assert_eq!(unsafe { libc::pthread_mutex_lock(self.mutex.get()) }, 0);
+    }
+
+    fn unlock(&self) {
+        // SAFETY: locked by this thread.
+        assert_eq!(unsafe { libc::pthread_mutex_unlock(self.mutex.get()) }, 0);
+    }
+
+    /// The value; call with the mutex held.
+    fn get(&self) -> u64 {
+        // SAFETY: the caller holds the mutex.
+        unsafe { *self.value.get() }
+    }
+
+    /// Sets the value; call with the mutex held.
+    fn set(&self, v: u64) {
+        // SAFETY: the caller holds the mutex.
+        unsafe { *self.value.get() = v }
+    }
+
+    /// Waits (mutex held) until the value reaches `at_least`; with a
+    /// relative timeout, false if it passed first.
+    fn wait_for(&self, at_least: u64, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| {
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid timespec to fill.
+            unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+            let total = now.tv_nsec as u128 + t.as_nanos();
+            libc::timespec {
+                tv_sec: now.tv_sec + (total / 1_000_000_000) as libc::time_t,
+                tv_nsec: (total % 1_000_000_000) as libc::c_long,
+            }
+        });
+        while self.get() < at_least {
+            // SAFETY: initialized objects, the mutex held by this thread.
+            let r = unsafe {
+                match &deadline {
+                    None => libc::pthread_cond_wait(self.cond.get(), self.mutex.get()),
+                    Some(d) => libc::pthread_cond_timedwait(self.cond.get(), self.mutex.get(), d),
+                }
+            };
+            if r == libc::ETIMEDOUT {
+                return self.get() >= at_least;
+            }
+            assert_eq!(r, 0);
+        }
+        true
+    }
+
+    fn broadcast(&self) {
+        // SAFETY: an initialized condition variable.
+        unsafe { libc::pthread_cond_broadcast(self.cond.get()) };
+    }
+}
+
+#[test]
+fn a_pthread_mutex_held_across_a_sleep_and_shared_with_threads() {
+    setup();
+    let l = PLock::new();
+    let ticker = Ticker::start(Duration::from_millis(1));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2_000 {
+                    l.lock();
+                    l.set(l.get() + 1);
+                    l.unlock();
+                }
+            })
+        })
+        .collect();
+    let greenlets: Vec<_> = (0..100)
+        .map(|i| {
+            let l = l.clone();
+            spawn(move || {
+                for j in 0..200 {
+                    l.lock();
+                    l.set(l.get() + 1);
+                    if (i + j) % 50 == 0 {
+                        sleep(Duration::from_millis(1)); // parked, holding it
+                    }
+                    l.unlock();
+                }
+            })
+        })
+        .collect();
+    for r in joinall(greenlets) {
+        r.unwrap();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    l.lock();
+    assert_eq!(l.get(), 4 * 2_000 + 100 * 200);
+    l.unlock();
+    assert!(
+        ticker.ticks() > 0,
+        "the hub stopped during pthread_mutex_lock"
+    );
+    ticker.stop();
+}
+
+#[test]
+fn a_pthread_condition_signalled_by_a_thread_and_by_a_greenlet() {
+    setup();
+    let l = PLock::new();
+    let ticker = Ticker::start(Duration::from_millis(2));
+    // Ten greenlets wait for the value to reach 1, then 2.
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let l = l.clone();
+            spawn(move || {
+                l.lock();
+                assert!(l.wait_for(1, None));
+                l.unlock();
+                l.lock();
+                assert!(l.wait_for(2, None));
+                l.unlock();
+            })
+        })
+        .collect();
+    // A thread makes it 1.
+    let lt = l.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        lt.lock();
+        lt.set(1);
+        lt.unlock();
+        lt.broadcast();
+    });
+    // A greenlet makes it 2 once it is 1.
+    let lg = l.clone();
+    let setter = spawn(move || {
+        lg.lock();
+        assert!(lg.wait_for(1, None));
+        lg.set(2);
+        lg.broadcast();
+        lg.unlock();
+    });
+    for r in joinall(waiters) {
+        r.unwrap();
+    }
+    setter.join().unwrap();
+    t.join().unwrap();
+    assert!(
+        ticker.ticks() > 0,
+        "the hub stopped during pthread_cond_wait"
+    );
+    // A timed wait nobody signals times out, and a Timeout ends it early.
+    let lt = l.clone();
+    let timed = spawn(move || {
+        lt.lock();
+        let own = lt.wait_for(3, Some(Duration::from_millis(20)));
+        let t = Timeout::start(Duration::from_millis(20));
+        let scoped = lt.wait_for(3, Some(Duration::from_secs(60)));
+        lt.unlock();
+        (own, scoped, t.fired())
+    });
+    assert_eq!(timed.join().unwrap(), (false, false, true));
+    ticker.stop();
+}
+
+/// A POSIX semaphore shared with threads (never moved once made).
+struct PSem(std::cell::UnsafeCell<libc::sem_t>);
+
+// SAFETY: POSIX semaphores are made for sharing between threads.
+unsafe impl Sync for PSem {}
+unsafe impl Send for PSem {}
+
+impl PSem {
+    fn new() -> Arc<PSem> {
+        // SAFETY: zeroed storage, initialized in place right after, before
+        // any other use, and never moved (it lives in the Arc).
+        let s = Arc::new(PSem(std::cell::UnsafeCell::new(unsafe {
+            std::mem::zeroed()
+        })));
+        assert_eq!(unsafe { libc::sem_init(s.0.get(), 0, 0) }, 0);
+        s
+    }
+
+    fn post(&self) {
+        // SAFETY: an initialized semaphore.
+        assert_eq!(unsafe { libc::sem_post(self.0.get()) }, 0);
+    }
+
+    /// `sem_wait`, or `sem_timedwait` for a relative timeout: 0 or errno.
+    fn wait(&self, timeout: Option<Duration>) -> i32 {
+        // SAFETY: an initialized semaphore and a valid timespec.
+        let r = unsafe {
+            match timeout {
+                None => libc::sem_wait(self.0.get()),
+                Some(t) => {
+                    let mut now = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+                    let total = now.tv_nsec as u128 + t.as_nanos();
+                    let at = libc::timespec {
+                        tv_sec: now.tv_sec + (total / 1_000_000_000) as libc::time_t,
+                        tv_nsec: (total % 1_000_000_000) as libc::c_long,
+                    };
+                    libc::sem_timedwait(self.0.get(), &at)
+                }
+            }
+        };
+        if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        }
+    }
+}
+
+#[test]
+fn a_semaphore_posted_by_threads_wakes_each_greenlet_once() {
+    setup();
+    let s = PSem::new();
+    let ticker = Ticker::start(Duration::from_millis(2));
+    let got = Rc::new(Cell::new(0));
+    let waiters: Vec<_> = (0..50)
+        .map(|_| {
+            let (s, got) = (s.clone(), got.clone());
+            spawn(move || {
+                assert_eq!(s.wait(None), 0);
+                got.set(got.get() + 1);
+            })
+        })
+        .collect();
+    let st = s.clone();
+    let t = std::thread::spawn(move || {
+        for i in 0..50 {
+            if i % 10 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            st.post();
+        }
+    });
+    for r in joinall(waiters) {
+        r.unwrap();
+    }
+    t.join().unwrap();
+    assert_eq!(got.get(), 50);
+    assert!(ticker.ticks() > 0, "the hub stopped during sem_wait");
+    // Nothing left: a timed wait times out, a Timeout ends an untimed one
+    // early only if it has a timeout of its own, and a kill is EINTR.
+    let s2 = s.clone();
+    assert_eq!(
+        spawn(move || s2.wait(Some(Duration::from_millis(20))))
+            .join()
+            .unwrap(),
+        libc::ETIMEDOUT
+    );
+    let s3 = s.clone();
+    let killed = spawn(move || s3.wait(None));
+    greenhouse::yield_now();
+    killed.kill().unwrap();
+    assert_eq!(killed.join().unwrap_err(), Error::Killed);
+    // The kill took nothing: one post still wakes exactly one waiter.
+    let s4 = s.clone();
+    let last = spawn(move || s4.wait(None));
+    greenhouse::yield_now();
+    s.post();
+    assert_eq!(last.join().unwrap(), 0);
+    ticker.stop();
+}

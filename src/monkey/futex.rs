@@ -126,7 +126,7 @@ pub(super) fn keep() {
 static WAITERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The registry: waiting greenlets by futex word, in 64 shards.
-static SHARDS: [Shard; 64] = [const { Shard::new() }; 64];
+static SHARDS: [SpinVec<Entry>; 64] = [const { SpinVec::new() }; 64];
 
 /// The futex value of std's parker for a parked thread.
 const PARKED: u32 = u32::MAX;
@@ -159,29 +159,30 @@ struct Entry {
     key: u64,
 }
 
-/// A shard of the registry: a spin lock (a futex-based lock here would
-/// call this very hook) around its entries, oldest first.
-struct Shard {
+/// A vector behind a spin lock (a futex-based lock here would call this
+/// very hook): a shard of the registry, or `pthread.rs`'s table of
+/// condition variables' clocks.
+pub(super) struct SpinVec<T> {
     locked: AtomicBool,
-    entries: UnsafeCell<Vec<Entry>>,
+    items: UnsafeCell<Vec<T>>,
 }
 
-// SAFETY: `entries` is only touched with `locked` held (`Shard::with`),
-// which orders every access; an `Entry` is `Send` (its `Arc<Remote>` is
-// `Send + Sync`).
-unsafe impl Sync for Shard {}
+// SAFETY: `items` is only touched with `locked` held (`SpinVec::with`),
+// which orders every access; the items move between threads, so they must
+// be `Send`.
+unsafe impl<T: Send> Sync for SpinVec<T> {}
 
-impl Shard {
-    const fn new() -> Shard {
-        Shard {
+impl<T> SpinVec<T> {
+    pub(super) const fn new() -> SpinVec<T> {
+        SpinVec {
             locked: AtomicBool::new(false),
-            entries: UnsafeCell::new(Vec::new()),
+            items: UnsafeCell::new(Vec::new()),
         }
     }
 
-    /// Runs `f` on the entries with the lock held. `f` only moves entries
-    /// (it never parks, panics only on allocation failure, which aborts).
-    fn with<R>(&self, f: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
+    /// Runs `f` on the items with the lock held. `f` only moves items (it
+    /// never parks, and panics only on allocation failure, which aborts).
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
         let mut spins = 0u32;
         while self
             .locked
@@ -203,12 +204,12 @@ impl Shard {
         }
         let _unlock = Unlock(&self.locked);
         // SAFETY: the lock is held until `_unlock` drops, so this is the
-        // only reference to the entries.
-        f(unsafe { &mut *self.entries.get() })
+        // only reference to the items.
+        f(unsafe { &mut *self.items.get() })
     }
 }
 
-fn shard(addr: usize) -> &'static Shard {
+fn shard(addr: usize) -> &'static SpinVec<Entry> {
     &SHARDS[(addr >> 2).wrapping_mul(0x9E37_79B9) % SHARDS.len()]
 }
 
@@ -550,11 +551,7 @@ unsafe fn wait(a: [usize; 6], cmd: c_int, op: c_int) -> Option<c_long> {
     let waited = super::guarded(|| {
         // A wait with a timeout ends when an armed Timeout expires, unless
         // the scope has fired already (std would then wait again at once).
-        let scoped = until.is_some()
-            && greenlet::with_current(|c| {
-                crate::hub::timeout::scope_deadline(c).is_some_and(|d| d > Instant::now())
-            });
-        waiter.wait_as(park_until, scoped, on)
+        waiter.wait_as(park_until, honours_scope(until), on)
     })
     .map_or_else(|w| w, Waited::Woke);
     let was_filed = unregister(addr, &remote, key);
@@ -623,6 +620,137 @@ fn idle(at: crate::hub::Idle) -> bool {
         wake_greenlets(addr, usize::MAX, !0);
     }
     !(took_token && at == crate::hub::Idle::Sleep)
+}
+
+/// Whether a wait until `until` should end when an armed `Timeout`
+/// expires: only a wait with a timeout of its own, and only while the
+/// scope has not fired yet (its caller would otherwise retry at once).
+fn honours_scope(until: Option<Instant>) -> bool {
+    until.is_some()
+        && greenlet::with_current(|c| {
+            crate::hub::timeout::scope_deadline(c).is_some_and(|d| d > Instant::now())
+        })
+}
+
+/// How [`wait_for`] ended.
+pub(super) enum Gave<T> {
+    /// `attempt` succeeded with this.
+    Done(T),
+    /// `until` passed, or an armed `Timeout` expired.
+    TimedOut,
+    /// Killed (only for a `killable` wait).
+    Killed,
+    /// Nothing else can run (or no hub): do the blocking call instead.
+    Impossible,
+}
+
+/// For waits whose wake-up comes from a hooked call rather than the futex
+/// system call (`pthread.rs`: a mutex unlock, a semaphore post, a
+/// condition signal, each followed by [`wake_address`]): parks the current
+/// greenlet, registered on `addr`, until `attempt` succeeds.
+///
+/// `attempt` runs before parking, again after registering (so a wake
+/// between the two is never lost), and after every wake-up. A woken
+/// waiter that leaves without success (timed out, killed) passes its
+/// wake-up on to the next waiter.
+pub(super) fn wait_for<T>(
+    addr: usize,
+    until: Option<Instant>,
+    killable: bool,
+    on: WaitingOn,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Gave<T> {
+    loop {
+        if let Some(v) = attempt() {
+            return Gave::Done(v);
+        }
+        let Ok((remote, waiter)) = remote::futex_wait() else {
+            return Gave::Impossible;
+        };
+        let key = waiter.key();
+        register(Entry {
+            addr,
+            bitset: !0,
+            parker: false,
+            remote: remote.clone(),
+            key,
+        });
+        if let Some(v) = attempt() {
+            unregister(addr, &remote, key);
+            return Gave::Done(v);
+        }
+        super::count_park();
+        let waited = super::guarded(|| waiter.wait_as(until, honours_scope(until), on))
+            .map_or_else(|w| w, Waited::Woke);
+        let was_filed = unregister(addr, &remote, key);
+        drop(waiter);
+        let ended = match waited {
+            Waited::Woke(Woke::Ready) => None,
+            Waited::Killed if !killable => None,
+            Waited::Killed => Some(Gave::Killed),
+            Waited::Woke(Woke::Deadline | Woke::TimedOut) => Some(Gave::TimedOut),
+            Waited::Woke(Woke::Deadlock) | Waited::Unsupported => Some(Gave::Impossible),
+        };
+        if let Some(gave) = ended {
+            if !was_filed {
+                // Woken, but leaving: the wake-up was someone's.
+                wake_greenlets(addr, 1, !0);
+            }
+            return gave;
+        }
+    }
+}
+
+/// A wait that ends at the first wake-up (a condition variable's):
+/// registers on `addr`, runs `then` (which lets the wake-up happen: the
+/// mutex unlock; an error from it ends the wait at once, unparked), and
+/// parks once. A kill is a spurious wake-up (`Done`).
+pub(super) fn park_once<E>(
+    addr: usize,
+    until: Option<Instant>,
+    on: WaitingOn,
+    then: impl FnOnce() -> Result<(), E>,
+) -> Result<Gave<()>, E> {
+    let Ok((remote, waiter)) = remote::futex_wait() else {
+        return Ok(Gave::Impossible);
+    };
+    let key = waiter.key();
+    register(Entry {
+        addr,
+        bitset: !0,
+        parker: false,
+        remote: remote.clone(),
+        key,
+    });
+    if let Err(e) = then() {
+        unregister(addr, &remote, key);
+        return Err(e);
+    }
+    super::count_park();
+    let waited = super::guarded(|| waiter.wait_as(until, honours_scope(until), on))
+        .map_or_else(|w| w, Waited::Woke);
+    unregister(addr, &remote, key);
+    Ok(match waited {
+        Waited::Woke(Woke::Ready) | Waited::Killed => Gave::Done(()),
+        Waited::Woke(Woke::Deadline | Woke::TimedOut) => Gave::TimedOut,
+        Waited::Woke(Woke::Deadlock) | Waited::Unsupported => Gave::Impossible,
+    })
+}
+
+/// Wakes up to `n` greenlets in [`wait_for`] on `addr` (after the hooked
+/// call that may let them through); one fence and one load when no
+/// greenlet waits anywhere.
+pub(super) fn wake_address(addr: usize, n: usize) {
+    fence(Ordering::SeqCst);
+    if WAITERS.load(Ordering::SeqCst) > 0 {
+        wake_greenlets(addr, n, !0);
+    }
+}
+
+/// Whether nested calls must not park (the hooks' own work, see
+/// [`IN_HOOK`]).
+pub(super) fn in_hook() -> bool {
+    IN_HOOK.with(Cell::get)
 }
 
 /// -1 with `errno` set to `e`.

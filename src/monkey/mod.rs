@@ -37,6 +37,10 @@
 //!   and `thread::park`, and parking_lot) park the greenlet against the
 //!   futex word, and a `FUTEX_WAKE` from any thread wakes it through its
 //!   hub (details below);
+//! - C code's locks — `pthread_mutex_lock`, `pthread_cond_wait`,
+//!   `sem_wait` and their timed variants — park the greenlet; the hooked
+//!   `pthread_mutex_unlock`, `pthread_cond_signal`/`broadcast` and
+//!   `sem_post` wake it, from any thread;
 //! - `pthread_join` (`JoinHandle::join` of an OS thread) parks while a
 //!   helper thread joins.
 //!
@@ -113,11 +117,28 @@
 //! `unpark` that a running greenlet's own `park` consumed; std's channels
 //! never wake a waiter of the sending thread, so a `std::sync::mpsc`
 //! channel between two greenlets of one thread hangs its receiver (use
-//! [`sync::Queue`](crate::sync::Queue)); glibc's own
-//! `pthread_mutex_lock`, `pthread_cond_wait` and `sem_wait` (C code's
-//! locks) enter the kernel without `syscall` and are not hooked yet;
-//! shared (non-private) futexes, which another process may wake, block
-//! the thread.
+//! [`sync::Queue`](crate::sync::Queue)); a *recursive* pthread mutex is
+//! owned by the thread, so one held by a greenlet across a patched call
+//! lets another greenlet of the same thread in; `pthread_rwlock_*`,
+//! `pthread_barrier_wait`, spin locks and shared (non-private) futexes,
+//! which another process may wake, block the thread.
+//!
+//! Thread-local state is the thread's, not the greenlet's. A blocking
+//! call that keeps some while it waits holds it for every greenlet of the
+//! thread: tokio marks a thread as inside a runtime for the length of a
+//! `Runtime::block_on`, so the sync `postgres` client (which runs each
+//! call in `block_on` on the calling thread) works in one greenlet per
+//! thread at a time, and a second greenlet entering meanwhile gets
+//! tokio's "Cannot start a runtime from within a runtime" panic. Crates
+//! whose runtime runs on threads of their own (reqwest's blocking client)
+//! have no such limit; for async clients, await them from greenlets
+//! through [`bridge::tokio`](crate::bridge) instead (feature `tokio`).
+//!
+//! For C code's locks the same rules hold: `pthread_mutex_lock` waits
+//! until it has the mutex; the timed variants end at their deadline or an
+//! armed `Timeout` with `ETIMEDOUT`; a kill makes `sem_wait` fail with
+//! `EINTR` (as a signal would) and `pthread_cond_wait` return as a
+//! spurious wake-up with the mutex locked again.
 //!
 //! # Examples
 //!

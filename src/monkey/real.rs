@@ -133,6 +133,32 @@ real! {
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int = -1;
     fn fclose(stream: *mut FILE) -> c_int = libc::EOF;
     fn pthread_join(thread: libc::pthread_t, retval: *mut *mut c_void) -> c_int = libc::ENOSYS;
+    fn pthread_mutex_lock(m: *mut libc::pthread_mutex_t) -> c_int = libc::ENOSYS;
+    fn pthread_mutex_trylock(m: *mut libc::pthread_mutex_t) -> c_int = libc::ENOSYS;
+    fn pthread_mutex_timedlock(m: *mut libc::pthread_mutex_t, t: *const timespec) -> c_int = libc::ENOSYS;
+    fn pthread_mutex_clocklock(
+        m: *mut libc::pthread_mutex_t, clock: clockid_t, t: *const timespec,
+    ) -> c_int = libc::ENOSYS;
+    fn pthread_mutex_unlock(m: *mut libc::pthread_mutex_t) -> c_int = libc::ENOSYS;
+    fn pthread_cond_init(
+        c: *mut libc::pthread_cond_t, attr: *const libc::pthread_condattr_t,
+    ) -> c_int = libc::ENOSYS;
+    fn pthread_cond_destroy(c: *mut libc::pthread_cond_t) -> c_int = libc::ENOSYS;
+    fn pthread_cond_wait(c: *mut libc::pthread_cond_t, m: *mut libc::pthread_mutex_t) -> c_int = libc::ENOSYS;
+    fn pthread_cond_timedwait(
+        c: *mut libc::pthread_cond_t, m: *mut libc::pthread_mutex_t, t: *const timespec,
+    ) -> c_int = libc::ENOSYS;
+    fn pthread_cond_clockwait(
+        c: *mut libc::pthread_cond_t, m: *mut libc::pthread_mutex_t, clock: clockid_t,
+        t: *const timespec,
+    ) -> c_int = libc::ENOSYS;
+    fn pthread_cond_signal(c: *mut libc::pthread_cond_t) -> c_int = libc::ENOSYS;
+    fn pthread_cond_broadcast(c: *mut libc::pthread_cond_t) -> c_int = libc::ENOSYS;
+    fn sem_wait(s: *mut libc::sem_t) -> c_int = -1;
+    fn sem_trywait(s: *mut libc::sem_t) -> c_int = -1;
+    fn sem_timedwait(s: *mut libc::sem_t, t: *const timespec) -> c_int = -1;
+    fn sem_clockwait(s: *mut libc::sem_t, clock: clockid_t, t: *const timespec) -> c_int = -1;
+    fn sem_post(s: *mut libc::sem_t) -> c_int = -1;
     fn setsockopt(
         fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t,
     ) -> c_int = -1;
