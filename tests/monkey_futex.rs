@@ -757,3 +757,122 @@ fn a_semaphore_posted_by_threads_wakes_each_greenlet_once() {
     assert_eq!(last.join().unwrap(), 0);
     ticker.stop();
 }
+
+#[test]
+fn an_rwlock_shared_by_greenlets_and_a_thread() {
+    setup();
+    let lock = Arc::new(std::sync::RwLock::new(0u64));
+    let ticker = Ticker::start(Duration::from_millis(1));
+    // A writer greenlet holds the lock across a sleep: readers park.
+    let w = lock.clone();
+    let writer = spawn(move || {
+        let mut g = w.write().unwrap();
+        sleep(Duration::from_millis(30));
+        *g += 1;
+    });
+    greenhouse::yield_now();
+    let readers: Vec<_> = (0..20)
+        .map(|_| {
+            let r = lock.clone();
+            spawn(move || *r.read().unwrap())
+        })
+        .collect();
+    let t = lock.clone();
+    let thread = std::thread::spawn(move || {
+        for _ in 0..100 {
+            *t.write().unwrap() += 1;
+        }
+    });
+    writer.join().unwrap();
+    for r in joinall(readers) {
+        // Each reader saw the first writer's update, then maybe some of
+        // the thread's.
+        assert!((1..=101).contains(&r.unwrap()));
+    }
+    thread.join().unwrap();
+    assert_eq!(*lock.read().unwrap(), 101);
+    assert!(ticker.ticks() > 0, "the hub stopped during RwLock waits");
+    ticker.stop();
+}
+
+#[test]
+fn park_timeout_ends_at_a_timeout_and_a_killed_park_loop_dies_after_it() {
+    setup();
+    // A Timeout ends `park_timeout` (a wait with a timeout of its own).
+    // `park_timeout` may also return spuriously (a parker wait is polled),
+    // so it is called until the scope has fired.
+    let g = spawn(|| {
+        let t = Timeout::start(Duration::from_millis(20));
+        let started = Instant::now();
+        while !t.fired() && started.elapsed() < Duration::from_secs(60) {
+            std::thread::park_timeout(Duration::from_secs(60));
+        }
+        (started.elapsed() < Duration::from_secs(60), t.fired())
+    });
+    assert_eq!(g.join().unwrap(), (true, true));
+    // A kill wakes `park()`, whose loop waits on for its flag; the greenlet
+    // dies at its next greenhouse call.
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let (tx, rx) = mpsc::channel();
+    let parked = spawn(move || {
+        tx.send(std::thread::current()).unwrap();
+        while !f.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+        sleep(Duration::from_secs(60)); // GreenletExit raised here
+    });
+    greenhouse::yield_now();
+    let me: std::thread::Thread = rx.recv().unwrap();
+    parked.kill_nowait();
+    greenhouse::yield_now(); // the kill lands: a spurious wake-up
+    assert!(!parked.is_ready(), "the park loop ended before its flag");
+    flag.store(true, Ordering::Release);
+    me.unpark();
+    assert_eq!(parked.join().unwrap_err(), Error::Killed);
+}
+
+#[test]
+fn a_killed_barrier_waiter_passes_the_barrier_then_dies() {
+    setup();
+    let barrier = Arc::new(Barrier::new(2));
+    let passed = Arc::new(AtomicBool::new(false));
+    let (b, p) = (barrier.clone(), passed.clone());
+    let g = spawn(move || {
+        b.wait(); // killed while waiting here
+        p.store(true, Ordering::SeqCst);
+        sleep(Duration::from_secs(60)); // GreenletExit raised here
+    });
+    greenhouse::yield_now();
+    g.kill_nowait(); // kill() would wait for it to die: it cannot yet
+    greenhouse::yield_now();
+    let b = barrier.clone();
+    let t = std::thread::spawn(move || b.wait().is_leader());
+    assert_eq!(g.join().unwrap_err(), Error::Killed);
+    t.join().unwrap();
+    assert!(passed.load(Ordering::SeqCst), "the barrier was not passed");
+}
+
+#[test]
+fn a_timeout_does_not_end_a_once_lock_wait() {
+    setup();
+    let cell: Arc<OnceLock<u32>> = Arc::new(OnceLock::new());
+    let c = cell.clone();
+    let init = spawn(move || {
+        *c.get_or_init(|| {
+            sleep(Duration::from_millis(40));
+            5
+        })
+    });
+    greenhouse::yield_now();
+    let c = cell.clone();
+    let waiter = spawn(move || {
+        let t = Timeout::start(Duration::from_millis(10));
+        let v = *c.get_or_init(|| 6); // waits for the other initializer
+        let fired_in_wait = t.fired();
+        sleep(Duration::from_secs(5)); // the scope ends this at once
+        (v, fired_in_wait, t.fired())
+    });
+    assert_eq!(init.join().unwrap(), 5);
+    assert_eq!(waiter.join().unwrap(), (5, false, true));
+}
