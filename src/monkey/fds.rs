@@ -90,15 +90,7 @@ pub(super) fn keep() {
     ] {
         super::keep_symbol(f);
     }
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64"
-        )
-    ))]
-    variadic::keep();
+    variadic_targets! { variadic::keep(); }
 }
 
 /// `fd`'s generation: it changes whenever the number is closed or

@@ -170,16 +170,24 @@
 mod accept;
 mod dns;
 mod epoll;
+/// Keeps the item or statement it wraps only on the targets where the
+/// variadic hooks (`fcntl`, `ioctl`, `syscall`) are sound: see `fds.rs`.
+macro_rules! variadic_targets {
+    ($($t:tt)*) => {
+        #[cfg(all(
+            target_os = "linux",
+            any(
+                target_arch = "x86_64",
+                target_arch = "aarch64",
+                target_arch = "riscv64"
+            )
+        ))]
+        $($t)*
+    };
+}
+
 mod fds;
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    )
-))]
-mod futex;
+variadic_targets! { mod futex; }
 mod poll;
 mod pthread;
 mod real;
@@ -247,15 +255,7 @@ pub fn patch_all() {
     dns::keep();
     fds::keep();
     pthread::keep();
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64"
-        )
-    ))]
-    futex::keep();
+    variadic_targets! { futex::keep(); }
     real::resolve_all();
     PATCHED.store(true, Ordering::SeqCst);
 }

@@ -209,34 +209,28 @@ real_variadic! {
 /// `futex.rs` jumps through it).
 pub(super) static SYSCALL: AtomicUsize = AtomicUsize::new(0);
 
-/// Calls libc's own `syscall(number, ...)` with six argument words: the
-/// most any Linux system call takes (see `futex.rs` on passing them as
-/// `usize`s).
-///
-/// # Safety
-/// Exactly the contract of system call `number` for its arguments (words
-/// past the ones it takes are ignored).
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    )
-))]
-pub(super) unsafe fn syscall(number: libc::c_long, a: [usize; 6]) -> libc::c_long {
-    let f = lookup(&SYSCALL, b"syscall\0");
-    if f == 0 {
-        super::set_errno(libc::ENOSYS);
-        return -1;
+variadic_targets! {
+    /// Calls libc's own `syscall(number, ...)` with six argument words: the
+    /// most any Linux system call takes (see `futex.rs` on passing them as
+    /// `usize`s).
+    ///
+    /// # Safety
+    /// Exactly the contract of system call `number` for its arguments (words
+    /// past the ones it takes are ignored).
+    pub(super) unsafe fn syscall(number: libc::c_long, a: [usize; 6]) -> libc::c_long {
+        let f = lookup(&SYSCALL, b"syscall\0");
+        if f == 0 {
+            super::set_errno(libc::ENOSYS);
+            return -1;
+        }
+        type Variadic = unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long;
+        // SAFETY: `f` is libc's `syscall`, a C variadic function taking a long
+        // first.
+        let f: Variadic = unsafe { std::mem::transmute(f) };
+        // SAFETY: the caller upholds the system call's contract; each word is
+        // passed as the caller's integer or pointer argument was.
+        unsafe { f(number, a[0], a[1], a[2], a[3], a[4], a[5]) }
     }
-    type Variadic = unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long;
-    // SAFETY: `f` is libc's `syscall`, a C variadic function taking a long
-    // first.
-    let f: Variadic = unsafe { std::mem::transmute(f) };
-    // SAFETY: the caller upholds the system call's contract; each word is
-    // passed as the caller's integer or pointer argument was.
-    unsafe { f(number, a[0], a[1], a[2], a[3], a[4], a[5]) }
 }
 
 /// Looks every function up now, so that no hook calls `dlsym` later: in a
@@ -251,16 +245,5 @@ pub(super) fn resolve_all() {
         fcntl64(-1, libc::F_GETFL, 0);
         ioctl(-1, libc::FIONREAD, 0);
     }
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64"
-        )
-    ))]
-    // SAFETY: getpid takes no arguments and cannot fail.
-    unsafe {
-        syscall(libc::SYS_getpid, [0; 6]);
-    }
+    lookup(&SYSCALL, b"syscall\0");
 }
