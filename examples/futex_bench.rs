@@ -257,4 +257,10 @@ fn main() {
         pc[3] - pc[5],
         pc[4]
     );
+    println!(
+        "  pthread_mutex_lock+unlock, uncontended: through the hooks {:.1} ns, libc's own {:.1} ns (hooks {:+.1} ns)",
+        pc[6],
+        pc[7],
+        pc[6] - pc[7]
+    );
 }
