@@ -96,8 +96,8 @@ pub use hub::{
     HubStats, Iwait, JoinAll, JoinHandle, Joined, LinkKey, RemoteJoinHandle, RemoteTask,
     StackTrace, Timeout, Waitable, WaitingOn, Watcher, blocked_threshold, clear_blocked_hook, dump,
     dump_brief, dump_on_signal, iwait, joinall, joinall_timeout, killall, killall_with, run_info,
-    set_blocked_hook, set_blocked_threshold, sleep, sleep_until, spawn, spawn_later, stats, wait,
-    with_timeout, with_timeout_silent, yield_now,
+    set_blocked_hook, set_blocked_threshold, set_copy_stacks, sleep, sleep_until, spawn,
+    spawn_later, stats, wait, with_timeout, with_timeout_silent, yield_now,
 };
 pub use runtime::Runtime;
 pub use stack::DEFAULT_STACK_SIZE;

@@ -8,8 +8,10 @@
 //!
 //! Every operation is executed by whichever greenlet is running (main or a
 //! *puppet*): all of them run the same interpreter loop, `World::run`.
+//! Odd seeds run every greenlet on copy stacks (`set_copy_stacks`).
 //! `GREENHOUSE_MODEL_SEQS` sets the number of sequences (default 1,500);
-//! `GREENHOUSE_MODEL_SEED` runs a single seed (to reproduce a failure).
+//! `GREENHOUSE_MODEL_SEED` runs a single seed in both modes (to reproduce
+//! a failure).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -283,6 +285,9 @@ impl World {
             let Some(Some(h)) = self.reg.borrow().get(i).cloned() else {
                 continue;
             };
+            if h.stack_usage().is_some_and(|u| u.saved > 0) {
+                MOVED_OUT.with(|c| c.set(c.get() + 1));
+            }
             let info = d.get(h.id());
             let ok = match (g.st, info.map(|x| x.state)) {
                 (St::Dead, None) => true,
@@ -593,7 +598,16 @@ impl World {
     }
 }
 
-fn run_seed(seed: u64) {
+thread_local! {
+    /// Puppets seen with their stack bytes moved out (copy stacks), at
+    /// the dump checks.
+    static MOVED_OUT: Cell<u64> = const { Cell::new(0) };
+}
+
+fn run_seed(seed: u64, copy: bool) {
+    // SAFETY: the puppets and workers share only heap data (the `World`
+    // behind an `Rc`, `u64` values); nothing lends a stack.
+    unsafe { greenhouse::set_copy_stacks(copy) };
     let world = Rc::new(World {
         seed,
         rng: Cell::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -611,6 +625,8 @@ fn run_seed(seed: u64) {
     });
     world.run(None);
     world.finish();
+    // SAFETY: turning the default off.
+    unsafe { greenhouse::set_copy_stacks(false) };
 }
 
 #[test]
@@ -619,15 +635,22 @@ fn random_sequences_agree_with_the_model() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        run_seed(seed);
+        run_seed(seed, false);
+        run_seed(seed, true);
         return;
     }
     let seqs: u64 = std::env::var("GREENHOUSE_MODEL_SEQS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1500);
+    // Odd seeds with copy stacks (`set_copy_stacks`): puppets and workers
+    // share run stacks, and their frames move out and back at every turn.
     for seed in 0..seqs {
-        run_seed(seed);
+        run_seed(seed, seed % 2 == 1);
+    }
+    if seqs >= 100 {
+        // The copy-stack seeds did move stacks out.
+        assert!(MOVED_OUT.with(Cell::get) > 0);
     }
 }
 

@@ -210,10 +210,16 @@ fn unsafe_code_stays_in_the_listed_files() {
         "stack/mod.rs",
         "stack/slab.rs",
         "stack/overflow.rs",
+        // Saving and restoring a run stack's bytes, the stack pointer.
+        "stack/copy.rs",
+        "greenlet/copy.rs",
         "greenlet/inner.rs",
         "greenlet/payload.rs",
         "greenlet/trampoline.rs",
         "hub/reactor.rs",
+        // `unsafe fn`s only: the copy-stack contract (Builder::copy_stack,
+        // set_copy_stacks).
+        "hub/spawn.rs",
         // The blocked-hub detector: pthread_kill, its SIGURG handler.
         "hub/monitor.rs",
         "net/fd.rs",

@@ -38,7 +38,7 @@ use corosensei::{Coroutine, Yielder};
 use super::payload::{Expect, Msg, Outcome};
 use super::trampoline::{Forward, Schedule};
 use crate::hub::Slot;
-use crate::stack::PooledStack;
+use crate::stack::GreenletStack;
 
 /// What a greenlet's coroutine is resumed with: `None` to run on (its
 /// messages go through `Inner::pending`), or a routine to run on its stack
@@ -47,7 +47,7 @@ use crate::stack::PooledStack;
 pub(crate) type Resume = Option<fn()>;
 
 /// The coroutine type every greenlet runs on; it yields who runs next.
-pub(crate) type Coro = Coroutine<Resume, Option<Rc<Inner>>, Outcome, PooledStack>;
+pub(crate) type Coro = Coroutine<Resume, Option<Rc<Inner>>, Outcome, GreenletStack>;
 
 /// The yielder of a greenlet's coroutine.
 pub(crate) type GreenletYielder = Yielder<Resume, Option<Rc<Inner>>>;
@@ -111,6 +111,9 @@ pub(crate) struct Inner {
     /// The extension slot owned by the hub (its park state, `Timeout`
     /// scopes, deferred exit, greenlet-locals). This layer never reads it.
     pub(crate) ext: Slot,
+    /// A copy-stack greenlet's run stack binding and saved bytes
+    /// (`copy.rs`); `None` for a greenlet with a stack of its own.
+    pub(crate) copied: Option<Box<super::copy::Copied>>,
 }
 
 impl Drop for Inner {
@@ -242,7 +245,14 @@ impl Inner {
             prev: Cell::new(std::ptr::null()),
             next: Cell::new(std::ptr::null()),
             ext: Slot::default(),
+            copied: None,
         }
+    }
+
+    /// Makes this a copy-stack greenlet's record.
+    pub(crate) fn with_copied(mut self, copied: Box<super::copy::Copied>) -> Self {
+        self.copied = Some(copied);
+        self
     }
 
     fn new_main() -> Self {
@@ -294,6 +304,7 @@ impl Inner {
     /// trampoline after the coroutine returned.
     pub(crate) fn bury(&self) {
         self.state.set(State::Dead);
+        super::copy::leave(self);
         self.yielder.set(std::ptr::null());
         let coro = self.coro.borrow_mut().take();
         match coro {

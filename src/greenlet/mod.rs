@@ -8,6 +8,7 @@
 //! to a dead greenlet, a value of the wrong type, a parent cycle) is an
 //! [`Error`], never a panic.
 
+mod copy;
 mod inner;
 mod payload;
 mod trampoline;
@@ -20,6 +21,7 @@ use std::rc::Rc;
 
 use corosensei::Coroutine;
 
+pub(crate) use copy::{default as copy_default, set_default as set_copy_default};
 #[cfg(feature = "monkey")]
 pub(crate) use inner::may_park;
 use inner::{GreenletYielder, Resume};
@@ -97,21 +99,18 @@ impl Eq for Greenlet {}
 ///
 /// `body` receives the first message the greenlet is resumed with.
 /// With `clean_stack`, the stack starts with no memory (see
-/// [`Greenlet::stack_usage`]).
+/// [`Greenlet::stack_usage`]). With `copy`, the greenlet is a copy-stack
+/// greenlet (`copy.rs`): bound to a shared run stack, its coroutine made at
+/// its first run.
 pub(crate) fn create(
     make: impl FnOnce() -> Inner,
     stack_size: usize,
     clean_stack: bool,
+    copy: bool,
     at: &'static Location<'static>,
     body: impl FnOnce(Msg) -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
-    let stack = stack::take(stack_size, clean_stack)?;
-    let inner = inner::new_rc(make);
-    inner.stack.set(stack.bounds());
-    inner.created_at.set(Some(at));
-    inner.creator.set(with_current(|c| c.id));
-    inner::register(&inner);
-    let coro = Coroutine::with_stack(stack, move |y: &GreenletYielder, _: Resume| {
+    let run = move |y: &GreenletYielder, _: Resume| {
         // The greenlet owns its record while it has frames (inner.rs,
         // Ownership): this reference lives until the body has returned.
         let me = current_rc();
@@ -123,8 +122,24 @@ pub(crate) fn create(
         inner::run_exit_hook(&me);
         drop(me);
         outcome
-    });
-    *inner.coro.borrow_mut() = Some(coro);
+    };
+    let inner = if copy {
+        let start: copy::Start = Box::new(move |s| Coroutine::with_stack(s, run));
+        let (copied, bounds) = copy::bind(stack_size, start)?;
+        let inner = inner::new_rc(move || make().with_copied(copied));
+        inner.stack.set(bounds);
+        inner
+    } else {
+        let stack = stack::take(stack_size, clean_stack)?;
+        let inner = inner::new_rc(make);
+        inner.stack.set(stack.bounds());
+        *inner.coro.borrow_mut() =
+            Some(Coroutine::with_stack(stack::GreenletStack::Own(stack), run));
+        inner
+    };
+    inner.created_at.set(Some(at));
+    inner.creator.set(with_current(|c| c.id));
+    inner::register(&inner);
     Ok(inner)
 }
 
@@ -187,6 +202,7 @@ impl Greenlet {
             record,
             stack_size,
             false,
+            copy::default(),
             Location::caller(),
             move |first| {
                 let arg = match first.into_throw() {
@@ -300,6 +316,12 @@ impl Greenlet {
                 expected: want.name(),
                 found: std::any::type_name::<T>(),
             });
+        }
+        if with_current(|c| c.copied.is_some()) {
+            // A copy-stack sender's stack may be moved out before the
+            // receiver takes the value (copy.rs): send it boxed.
+            let reply = self.deliver::<R>(Msg::Boxed(Box::new(value)));
+            return payload::receive::<R>(reply);
         }
         let mut slot = Some(value);
         let reply = self.deliver::<R>(Msg::Value(payload::Transfer::new(&mut slot)));
@@ -570,6 +592,11 @@ impl Greenlet {
             // The range is a live pooled stack, mapped for the process's
             // life: mincore cannot fail on it.
             touched: stack::touched((top, bottom)).unwrap_or(0),
+            saved: self
+                .inner
+                .copied
+                .as_deref()
+                .map_or(0, copy::Copied::saved_len),
         })
     }
 }
@@ -584,5 +611,12 @@ pub struct StackUsage {
     /// Bytes from the top of the stack down to the deepest page that holds
     /// memory (a multiple of the page size): the high-water mark since the
     /// stack's memory was last released, and what the stack costs in RSS.
+    /// For a copy-stack greenlet ([`Builder::copy_stack`](crate::Builder::copy_stack))
+    /// these two describe the run stack it shares with others.
     pub touched: usize,
+    /// A copy-stack greenlet's live stack bytes held on the heap while
+    /// another greenlet uses its run stack (0 while its bytes are in
+    /// place, and always 0 for a greenlet with a stack of its own): what
+    /// the parked greenlet costs in stack memory.
+    pub saved: usize,
 }

@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use corosensei::CoroutineResult;
 
+use super::copy;
 use super::inner::{self, Inner, Resume, State};
 use super::payload::{Msg, Outcome, Woke};
 
@@ -74,12 +75,17 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     // SAFETY: `yielder` was set by this greenlet's body when it started and
     // points into its own stack; the greenlet is running (it is CURRENT), so
     // we are executing on that stack inside `Coroutine::resume`, which is
-    // exactly when `Yielder::suspend` may be called.
-    let mut resumed = unsafe { (*y).suspend(target) };
+    // exactly when `Yielder::suspend` may be called (for a copy-stack
+    // greenlet, its bytes are in place: `copy::enter` ran before the resume).
+    let y_ref = unsafe { &*y };
+    let mut resumed = match cur.copied.as_deref() {
+        None => y_ref.suspend(target),
+        Some(cp) => copy::switch_out(y_ref, target, cp.sp()),
+    };
     // Resumed only to run a routine here (`run_on_stack`): run it and hand
     // control straight back to whoever resumed us.
     while let Some(routine) = resumed {
-        resumed = on_stack(y, routine);
+        resumed = on_stack(cur, y, routine);
     }
     cur.take_msg()
 }
@@ -87,14 +93,18 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
 /// Runs `routine` for [`run_on_stack`] and suspends back to its caller.
 #[cold]
 #[inline(never)]
-fn on_stack(y: *const inner::GreenletYielder, routine: fn()) -> Resume {
+fn on_stack(cur: &Inner, y: *const inner::GreenletYielder, routine: fn()) -> Resume {
     // A panic must not unwind this greenlet's frames: it would run its
     // destructors without anyone having asked it to stop.
     let _ = std::panic::catch_unwind(routine);
     // SAFETY: as in `suspend`: we are running on this greenlet's own stack
     // inside the `Coroutine::resume` of `run_on_stack`, and `y` is the
     // greenlet's live yielder.
-    unsafe { (*y).suspend(None) }
+    let y = unsafe { &*y };
+    match cur.copied.as_deref() {
+        None => y.suspend(None),
+        Some(cp) => copy::switch_out(y, None, cp.sp()),
+    }
 }
 
 /// Runs `routine` on `g`'s stack, on top of the frames where `g` is
@@ -121,6 +131,11 @@ pub(crate) fn run_on_stack(g: &Rc<Inner>, routine: fn()) -> bool {
     let Some(c) = coro.as_mut().filter(|c| c.started() && !c.done()) else {
         return false;
     };
+    // A copy-stack greenlet's bytes must be in place; not possible when its
+    // run stack's resident is running (this very call, perhaps).
+    if !copy::enter(g) {
+        return false;
+    }
     let prev = inner::current_ptr();
     inner::set_current(Rc::as_ptr(g));
     let r = c.resume(Some(routine));
@@ -169,6 +184,12 @@ fn drive(mut next: Option<Rc<Inner>>) -> Msg {
         };
         if g.is_main {
             break;
+        }
+        if !copy::enter(&g) {
+            // Only at thread teardown (no run stacks any more): it can
+            // never run again.
+            g.bury();
+            continue;
         }
         g.state.set(State::Running);
         let raw = Rc::into_raw(g);

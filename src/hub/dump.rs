@@ -273,7 +273,10 @@ pub struct GreenletInfo {
     /// Its stack where it is suspended (or, for the running greenlet,
     /// where it took the dump). `None` for greenlets that never ran, for
     /// main when another greenlet takes the dump (main's stack is running
-    /// the hub), and in a [`dump_brief`].
+    /// the hub), for a copy-stack greenlet when a greenlet on the same run
+    /// stack takes the dump (its bytes cannot be put back while that one
+    /// runs there; a dump taken from main has them all), and in a
+    /// [`dump_brief`].
     pub backtrace: Option<StackTrace>,
 }
 

@@ -41,7 +41,7 @@ pub use monitor::{
     BlockedReport, blocked_threshold, clear_blocked_hook, set_blocked_hook, set_blocked_threshold,
 };
 pub use remote::{HubHandle, RemoteJoinHandle, RemoteTask};
-pub use spawn::{Builder, Finished, JoinHandle, LinkKey, spawn, spawn_later};
+pub use spawn::{Builder, Finished, JoinHandle, LinkKey, set_copy_stacks, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};
 pub use wait::{Iwait, Waitable, iwait, wait};
 pub use watcher::Watcher;

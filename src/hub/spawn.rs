@@ -34,6 +34,9 @@ pub struct Builder {
     name: Option<String>,
     stack_size: usize,
     clean_stack: bool,
+    /// `Some(true)`: a copy stack; `Some(false)`: a stack of its own;
+    /// `None`: the hub's default ([`set_copy_stacks`]).
+    copy: Option<bool>,
 }
 
 impl Default for Builder {
@@ -49,6 +52,7 @@ impl Builder {
             name: None,
             stack_size: DEFAULT_STACK_SIZE,
             clean_stack: false,
+            copy: None,
         }
     }
 
@@ -77,6 +81,67 @@ impl Builder {
     /// high-water mark. Off by default: reusing a warm stack is faster.
     pub fn clean_stack(mut self, clean: bool) -> Builder {
         self.clean_stack = clean;
+        self
+    }
+
+    /// Runs the greenlet on a *copy stack*: on a run stack shared with
+    /// other copy-stack greenlets of this thread, its live stack bytes
+    /// moved to the heap while another greenlet needs the run stack. A
+    /// greenlet parked in `sleep` then costs a few hundred bytes of stack
+    /// instead of a 4 KiB page, for a copy of those bytes when it resumes
+    /// after another one ran. [`stack_size`](Self::stack_size) is the most
+    /// it may use, as for any greenlet; beyond it, the overflow is reported
+    /// with its name and the process aborts.
+    ///
+    /// # Safety
+    /// While the greenlet is blocked (any blocking greenhouse call, any
+    /// patched libc call, a `switch`), the memory of its stack holds another
+    /// greenlet's data. So nothing but the greenlet itself may use a
+    /// reference or pointer into its stack across such a call. In
+    /// particular, inside the greenlet:
+    /// - no scoped thread (`std::thread::scope`, `crossbeam::scope`,
+    ///   `rayon::scope`, a scoped thread pool) may borrow its locals while
+    ///   it blocks inside the scope;
+    /// - no scoped thread-local (`scoped_tls`) may be set to its locals
+    ///   across a blocking call;
+    /// - under monkey patching (the `monkey` feature), no blocking call may
+    ///   let another thread or greenlet write into the waiting frame. std's
+    ///   rendezvous channel does: `std::sync::mpsc::sync_channel(0)` (and
+    ///   crossbeam's `bounded(0)`) keep the receiver's slot on its stack and
+    ///   the sender fills it, so use a channel with capacity, or greenhouse's
+    ///   own [`sync::Channel`](crate::sync::Channel). C libraries that wait
+    ///   for a worker thread to fill a buffer on the caller's stack do too.
+    ///
+    /// Greenhouse's own code keeps no such pointer (see ARCHITECTURE.md,
+    /// "Copy stacks"), and generators the greenlet runs are fine. Safe Rust
+    /// cannot rule out the cases above, which are sound with a stack of the
+    /// greenlet's own; hence `unsafe`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// // SAFETY: the greenlet lends nothing on its stack to other threads
+    /// // or greenlets.
+    /// let b = unsafe { greenhouse::Builder::new().copy_stack() };
+    /// let h = b.spawn(|| {
+    ///     let local = [7u8; 64];
+    ///     greenhouse::sleep(Duration::from_millis(1));
+    ///     local.iter().map(|&b| u32::from(b)).sum::<u32>()
+    /// })?;
+    /// assert_eq!(h.join()?, 448);
+    /// # Ok::<(), greenhouse::Error>(())
+    /// ```
+    pub unsafe fn copy_stack(mut self) -> Builder {
+        self.copy = Some(true);
+        self
+    }
+
+    /// Gives the greenlet a stack of its own even when the hub's default is
+    /// copy stacks ([`set_copy_stacks`]).
+    pub fn own_stack(mut self) -> Builder {
+        self.copy = Some(false);
         self
     }
 
@@ -145,6 +210,35 @@ impl Builder {
             f,
         )
     }
+}
+
+/// Makes copy stacks ([`Builder::copy_stack`]) the default for greenlets
+/// made on this thread from now on: by [`spawn`], by a [`Builder`] that
+/// does not choose ([`Builder::own_stack`] still does), by the servers and
+/// pools running here, and explicit ones ([`Greenlet::new`](crate::Greenlet::new)).
+/// `false` turns the default back to stacks of their own.
+///
+/// # Safety
+/// Every greenlet spawned with the default must meet the contract of
+/// [`Builder::copy_stack`]; that includes greenlets that libraries spawn
+/// on this thread.
+///
+/// # Examples
+///
+/// ```
+/// // SAFETY: no greenlet of this thread lends its stack to others.
+/// unsafe { greenhouse::set_copy_stacks(true) };
+/// let hs: Vec<_> = (0..1000u32).map(|i| greenhouse::spawn(move || {
+///     greenhouse::sleep(std::time::Duration::from_millis(1));
+///     i
+/// })).collect();
+/// let sum: u32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+/// assert_eq!(sum, 999 * 1000 / 2);
+/// // SAFETY: turning copy stacks off needs no promise.
+/// unsafe { greenhouse::set_copy_stacks(false) };
+/// ```
+pub unsafe fn set_copy_stacks(on: bool) {
+    greenlet::set_copy_default(on);
 }
 
 /// Spawns `f` as a new greenlet on this thread's hub and returns its handle.
@@ -253,13 +347,14 @@ where
     let st = state.clone();
     let name = b.name.map(String::into_boxed_str);
     let stack_size = b.stack_size;
+    let copy = b.copy.unwrap_or_else(greenlet::copy_default);
     let record = move || Inner::new(name, true, None, Expect::of::<()>());
     // Counts it alive for the blocked-hub detector until the body is
     // dropped: run to its end, or dropped unrun (also if `create` fails).
     hub.probe.add_live(1);
     let live = Live;
     let at = std::panic::Location::caller();
-    let inner = greenlet::create(record, stack_size, b.clean_stack, at, move |first| {
+    let inner = greenlet::create(record, stack_size, b.clean_stack, copy, at, move |first| {
         let _live = live;
         // Started by a wake-up (the common case), or killed before it
         // started: then it never runs.

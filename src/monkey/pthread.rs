@@ -44,7 +44,7 @@
 //! next greenhouse call after the join, as for a futex wait without a
 //! timeout (see `futex.rs`).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use std::time::Instant;
@@ -504,13 +504,17 @@ unsafe extern "C" fn pthread_join(thread: pthread_t, retval: *mut *mut c_void) -
     };
     let result = Arc::new(AtomicI32::new(PENDING));
     let out = result.clone();
-    // The pointer travels as an address: this call does not return before
-    // the helper is done with it (the loop below).
-    let retval_at = retval as usize;
+    // The thread's return value comes back in a slot of its own, copied to
+    // `retval` after the wake: the helper never writes into the caller's
+    // memory, which may be a copy-stack greenlet's stack, moved out while
+    // it waits (greenlet/copy.rs).
+    let value = Arc::new(AtomicUsize::new(0));
+    let value_out = value.clone();
     let job = Box::new(move || {
-        // SAFETY: the caller's thread and return-value pointer; the caller
-        // waits in this hook until the result is stored.
-        let r = unsafe { real::pthread_join(thread, retval_at as *mut *mut c_void) };
+        let mut v: *mut c_void = std::ptr::null_mut();
+        // SAFETY: the caller's thread; `v` is this frame's.
+        let r = unsafe { real::pthread_join(thread, &mut v) };
+        value_out.store(v as usize, Ordering::Relaxed);
         out.store(r, Ordering::Release);
         waker.wake();
     });
@@ -524,6 +528,12 @@ unsafe extern "C" fn pthread_join(thread: pthread_t, retval: *mut *mut c_void) -
     loop {
         let r = result.load(Ordering::Acquire);
         if r != PENDING {
+            if r == 0 && !retval.is_null() {
+                // SAFETY: the caller's return-value pointer, valid for a
+                // write by `pthread_join`'s contract; the Acquire load
+                // above ordered the helper's store of `value`.
+                unsafe { *retval = value.load(Ordering::Relaxed) as *mut c_void };
+            }
             return r;
         }
         // A kill is kept for later by `guarded`; no scope applies.

@@ -14,12 +14,16 @@
 //! **Architecture Invariant:** this module knows nothing about greenlets.
 //! The overflow reporter asks the layer above for a name through a hook.
 
+mod copy;
 mod overflow;
 mod slab;
 
 use std::cell::RefCell;
 use std::io;
 
+pub(crate) use copy::{
+    GreenletStack, RunView, fill, lowest_not, restore, save, stack_pointer, take_run,
+};
 #[cfg(feature = "monkey")]
 pub(crate) use overflow::write_stderr;
 pub(crate) use overflow::{chain as chain_signal, ensure_thread_ready, fmt_usize, set_name_hook};
