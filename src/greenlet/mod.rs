@@ -29,7 +29,7 @@ pub(crate) use inner::{
     Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler,
     live_records, main_rc, next_id, set_exit_hook, with_current, with_running_identity,
 };
-pub(crate) use payload::{Expect, Msg, Outcome, Woke, raise};
+pub(crate) use payload::{Expect, Msg, Outcome, Woke, raise, raise_boxed};
 pub use payload::{GreenletExit, ThrownError};
 pub(crate) use trampoline::{Forward, Schedule, run_on_stack, suspend};
 
@@ -212,7 +212,7 @@ impl Greenlet {
                         match panic::catch_unwind(AssertUnwindSafe(|| payload::receive::<A>(other)))
                         {
                             Ok(Ok(a)) => a,
-                            Ok(Err(e)) => return Outcome::Failed(e),
+                            Ok(Err(e)) => return Outcome::Failed(Box::new(e)),
                             Err(p) => return Outcome::from_result(Err(p)),
                         }
                     }

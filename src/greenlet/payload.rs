@@ -59,6 +59,15 @@ pub(crate) fn raise(error: Option<Error>) -> ! {
     }
 }
 
+/// [`raise`] for what [`Msg::into_throw`] returns: the error stays boxed
+/// until here, so the frames that wait for a message (on every parked
+/// stack, copied for copy-stack greenlets) do not hold an `Error`.
+#[cold]
+#[inline(never)]
+pub(crate) fn raise_boxed(error: Option<Box<Error>>) -> ! {
+    raise(error.map(|e| *e))
+}
+
 /// The type a suspended greenlet is waiting to receive.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Expect {
@@ -171,10 +180,10 @@ impl Msg {
     /// If this message is a throw: what it raises (`None` for
     /// [`GreenletExit`]). Anything else is given back.
     #[inline]
-    pub(crate) fn into_throw(self) -> Result<Option<Error>, Msg> {
+    pub(crate) fn into_throw(self) -> Result<Option<Box<Error>>, Msg> {
         match self {
             Msg::Throw => Ok(None),
-            Msg::ThrowError(e) => Ok(Some(*e)),
+            Msg::ThrowError(e) => Ok(Some(e)),
             other => Err(other),
         }
     }
@@ -201,7 +210,7 @@ pub(crate) enum Outcome {
     Returned(Box<dyn Any>),
     Panicked(Box<dyn Any + Send>),
     Exited,
-    Failed(Error),
+    Failed(Box<Error>),
 }
 
 impl Outcome {
@@ -211,7 +220,7 @@ impl Outcome {
             Ok(v) => Outcome::Returned(v),
             Err(p) if p.is::<GreenletExit>() => Outcome::Exited,
             Err(p) if p.is::<ThrownError>() => match p.downcast::<ThrownError>() {
-                Ok(t) => Outcome::Failed(t.0),
+                Ok(t) => Outcome::Failed(Box::new(t.0)),
                 Err(p) => Outcome::Panicked(p),
             },
             Err(p) => Outcome::Panicked(p),
@@ -224,7 +233,7 @@ impl Outcome {
             Outcome::Returned(v) => Msg::Boxed(v),
             Outcome::Panicked(p) => Msg::Panic(p),
             Outcome::Exited => Msg::Exited,
-            Outcome::Failed(e) => Msg::Error(Box::new(e)),
+            Outcome::Failed(e) => Msg::Error(e),
         }
     }
 }

@@ -184,45 +184,10 @@ fn park_on(
     register: impl FnOnce(Token),
 ) -> Woke {
     let cur = greenlet::current_rc();
-    raise_deferred_exit(&cur);
-    let generation = cur.ext.park_gen.get() + 1;
-    cur.ext.park_gen.set(generation);
-    let scope = if scoped {
-        super::timeout::scope_deadline(&cur)
-    } else {
-        None
+    let timer = match prepare_park(hub, &cur, deadline, on, scoped, register) {
+        Ok(t) => t,
+        Err(woke) => return woke,
     };
-    let (eff, from_scope) = match (deadline, scope) {
-        (Some(d), Some(s)) if s <= d => (Some(s), true),
-        (Some(d), _) => (Some(d), false),
-        (None, Some(s)) => (Some(s), true),
-        (None, None) => (None, false),
-    };
-    let woke_by_timer = |cur: &Inner| {
-        if from_scope {
-            super::timeout::mark_fired(cur);
-            Woke::TimedOut
-        } else {
-            Woke::Deadline
-        }
-    };
-    if let Some(e) = eff {
-        if e <= Instant::now() {
-            return woke_by_timer(&cur);
-        }
-    }
-    register(Token::new(cur.clone(), generation));
-    // The timer wakes the park with its own meaning: the scope's expiry or
-    // the operation's deadline.
-    let on_fire = if from_scope {
-        Woke::TimedOut
-    } else {
-        Woke::Deadline
-    };
-    let timer = eff.map(|e| {
-        hub.timers
-            .insert(e, Token::new(cur.clone(), generation), on_fire)
-    });
     // Cancels the timer on every exit path, including a kill's unwind.
     struct CancelTimer<'a>(&'a super::Hub, Option<super::timers::TimerKey>);
     impl Drop for CancelTimer<'_> {
@@ -233,15 +198,11 @@ fn park_on(
         }
     }
     let _cancel = CancelTimer(hub, timer);
-    cur.ext.note_park(on, eff, hub.clock.get());
-    super::trace::parked(on, eff);
-    cur.state.set(State::Blocked);
-    cur.ext.queued.set(false);
     let wake = match greenlet::suspend(None).into_throw() {
         Ok(thrown) => {
             drop(_cancel);
             drop(cur);
-            greenlet::raise(thrown);
+            greenlet::raise_boxed(thrown);
         }
         Err(msg) => {
             let wake = msg.as_wake();
@@ -259,6 +220,64 @@ fn park_on(
         // wake-up is spurious (callers re-check their condition).
         None => Woke::Ready,
     }
+}
+
+/// Everything [`park_on`] does before it suspends: the new park
+/// generation, the effective deadline, the registration, the timer, the
+/// dump's and tracing's notes. Returns the timer, or how the park ended
+/// before it began (the deadline had passed). Out of line: the frame that stays on a parked
+/// greenlet's stack is then only `park_on`'s, which matters to copy-stack
+/// greenlets (their parked stack is copied).
+#[inline(never)]
+fn prepare_park(
+    hub: &super::Hub,
+    cur: &Rc<Inner>,
+    deadline: Option<Instant>,
+    on: WaitingOn,
+    scoped: bool,
+    register: impl FnOnce(Token),
+) -> Result<Option<super::timers::TimerKey>, Woke> {
+    raise_deferred_exit(cur);
+    let generation = cur.ext.park_gen.get() + 1;
+    cur.ext.park_gen.set(generation);
+    let scope = if scoped {
+        super::timeout::scope_deadline(cur)
+    } else {
+        None
+    };
+    let (eff, from_scope) = match (deadline, scope) {
+        (Some(d), Some(s)) if s <= d => (Some(s), true),
+        (Some(d), _) => (Some(d), false),
+        (None, Some(s)) => (Some(s), true),
+        (None, None) => (None, false),
+    };
+    if let Some(e) = eff {
+        if e <= Instant::now() {
+            return Err(if from_scope {
+                super::timeout::mark_fired(cur);
+                Woke::TimedOut
+            } else {
+                Woke::Deadline
+            });
+        }
+    }
+    register(Token::new(cur.clone(), generation));
+    // The timer wakes the park with its own meaning: the scope's expiry or
+    // the operation's deadline.
+    let on_fire = if from_scope {
+        Woke::TimedOut
+    } else {
+        Woke::Deadline
+    };
+    let timer = eff.map(|e| {
+        hub.timers
+            .insert(e, Token::new(cur.clone(), generation), on_fire)
+    });
+    cur.ext.note_park(on, eff, hub.clock.get());
+    super::trace::parked(on, eff);
+    cur.state.set(State::Blocked);
+    cur.ext.queued.set(false);
+    Ok(timer)
 }
 
 /// Raises `GreenletExit` now for a kill that landed where it could not
@@ -291,7 +310,7 @@ pub(crate) fn yield_now() {
         hub.ready.push(cur);
     });
     match greenlet::suspend(None).into_throw() {
-        Ok(thrown) => greenlet::raise(thrown),
+        Ok(thrown) => greenlet::raise_boxed(thrown),
         Err(msg) => msg.discard(),
     }
 }

@@ -334,6 +334,87 @@ enum Start {
     Never,
 }
 
+/// How a spawned greenlet was first resumed: `Ok` to run its body (a
+/// wake-up, the common case), or the error it ends with (killed before it
+/// started: then it never runs).
+///
+/// This and the two below are out of line, like everything a spawned
+/// greenlet's base frame does before and after its body: that frame stays
+/// on the stack while the greenlet lives, and a copy-stack greenlet's
+/// parked stack is copied, so it is kept small.
+#[inline(never)]
+fn started(first: Msg) -> Result<(), Error> {
+    if let Msg::Wake(_) = first {
+        return Ok(());
+    }
+    match first.into_throw() {
+        Ok(t) => Err(t.map_or(Error::Killed, |e| *e)),
+        Err(msg) => {
+            msg.discard();
+            Ok(())
+        }
+    }
+}
+
+/// Runs a spawned greenlet's body, turning a panic or a kill into its
+/// error.
+fn run_caught<F, T>(f: F) -> Result<T, Error>
+where
+    F: FnOnce() -> T,
+{
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => match deferred_kill() {
+            // Killed inside a patched libc call, and returned before the
+            // kill could be raised: it still ends as killed.
+            Some(e) => Err(e),
+            None => Ok(v),
+        },
+        Err(p) => Err(unwound(p)),
+    }
+}
+
+/// The error of a kill that landed inside a patched libc call and could
+/// not be raised there, if one did.
+#[inline(never)]
+fn deferred_kill() -> Option<Error> {
+    if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) {
+        Some(greenlet::with_current(|c| c.ext.deferred_error.take()).unwrap_or(Error::Killed))
+    } else {
+        None
+    }
+}
+
+/// What a spawned greenlet whose body unwound with `p` ends with.
+#[inline(never)]
+fn unwound(p: Box<dyn std::any::Any + Send>) -> Error {
+    if p.is::<GreenletExit>() {
+        return Error::Killed;
+    }
+    if p.is::<ThrownError>() {
+        return match p.downcast::<ThrownError>() {
+            Ok(t) => t.0,
+            Err(_) => Error::Killed,
+        };
+    }
+    // Killed inside a patched libc call, whose caller panicked at the
+    // `ECANCELED` it got (std's `thread::sleep` does): that unwind is the
+    // kill's.
+    if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) {
+        greenlet::with_current(|c| c.ext.cancelled.set(false));
+        LAST_PANIC.with(|l| l.borrow_mut().take());
+        return greenlet::with_current(|c| c.ext.deferred_error.take()).unwrap_or(Error::Killed);
+    }
+    let message = LAST_PANIC
+        .with(|l| l.borrow_mut().take())
+        .unwrap_or_else(|| panic_message(p.as_ref()));
+    greenlet::with_current(|c| super::trace::panicked(c, &message));
+    Error::Panicked {
+        name: Greenlet::current().name(),
+        message,
+        payload: PanicPayload::new(p),
+    }
+}
+
 #[track_caller]
 fn spawn_at<F, T>(b: Builder, start: Start, f: F) -> Result<JoinHandle<T>, Error>
 where
@@ -356,56 +437,9 @@ where
     let at = std::panic::Location::caller();
     let inner = greenlet::create(record, stack_size, b.clean_stack, copy, at, move |first| {
         let _live = live;
-        // Started by a wake-up (the common case), or killed before it
-        // started: then it never runs.
-        let result = if let Msg::Wake(_) = first {
-            Ok(())
-        } else {
-            match first.into_throw() {
-                Ok(t) => Err(t.unwrap_or(Error::Killed)),
-                Err(msg) => {
-                    msg.discard();
-                    Ok(())
-                }
-            }
-        };
-        let result = if let Err(e) = result {
-            Err(e)
-        } else {
-            match panic::catch_unwind(AssertUnwindSafe(f)) {
-                // Killed inside a patched libc call, and returned before
-                // the kill could be raised: it still ends as killed.
-                Ok(_) if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) => {
-                    Err(greenlet::with_current(|c| c.ext.deferred_error.take())
-                        .unwrap_or(Error::Killed))
-                }
-                Ok(v) => Ok(v),
-                Err(p) if p.is::<GreenletExit>() => Err(Error::Killed),
-                Err(p) if p.is::<ThrownError>() => match p.downcast::<ThrownError>() {
-                    Ok(t) => Err(t.0),
-                    Err(_) => Err(Error::Killed),
-                },
-                // Killed inside a patched libc call, whose caller panicked
-                // at the `ECANCELED` it got (std's `thread::sleep` does):
-                // that unwind is the kill's.
-                Err(_) if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) => {
-                    greenlet::with_current(|c| c.ext.cancelled.set(false));
-                    LAST_PANIC.with(|l| l.borrow_mut().take());
-                    Err(greenlet::with_current(|c| c.ext.deferred_error.take())
-                        .unwrap_or(Error::Killed))
-                }
-                Err(p) => {
-                    let message = LAST_PANIC
-                        .with(|l| l.borrow_mut().take())
-                        .unwrap_or_else(|| panic_message(p.as_ref()));
-                    greenlet::with_current(|c| super::trace::panicked(c, &message));
-                    Err(Error::Panicked {
-                        name: Greenlet::current().name(),
-                        message,
-                        payload: PanicPayload::new(p),
-                    })
-                }
-            }
+        let result = match started(first) {
+            Ok(()) => run_caught(f),
+            Err(e) => Err(e),
         };
         st.complete(result);
         Outcome::Done
