@@ -1,5 +1,6 @@
 //! Spawn + join of a task that returns at once: greenhouse vs tokio
-//! `current_thread`, may with one worker, and corosensei with a reused stack.
+//! `current_thread`, may with one worker, and corosensei with a reused stack;
+//! greenhouse with page stacks and with copy stacks.
 //!
 //! Run with `cargo bench --bench spawn_join`.
 
@@ -14,6 +15,12 @@ fn bench(c: &mut Criterion) {
 
     group.bench_function("greenhouse", |b| {
         b.iter(|| greenhouse::spawn(|| 1u64).join().unwrap())
+    });
+
+    // SAFETY: the greenlets lend nothing on their stacks.
+    let copy = unsafe { greenhouse::Builder::new().copy_stack() };
+    group.bench_function("greenhouse_copy_stacks", |b| {
+        b.iter(|| copy.clone().spawn(|| 1u64).unwrap().join().unwrap())
     });
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -11,7 +11,8 @@
 //!
 //! Servers: `raw-epoll` (a hand-written loop on `polling`, the ceiling for a
 //! readiness-based single thread), `greenhouse` (`StreamServer`;
-//! `greenhouse-nomon` is the same with the blocked-hub detector off),
+//! `greenhouse-nomon` is the same with the blocked-hub detector off,
+//! `greenhouse-copy` the same with every connection on copy stacks),
 //! `tokio` (`current_thread`), `may` (one worker), `threads` (one OS thread
 //! per connection).
 //!
@@ -259,6 +260,12 @@ fn serve(kind: &str) -> io::Result<()> {
     match kind {
         "raw-epoll" => serve_raw(listener),
         "greenhouse" => serve_greenhouse(listener),
+        // Every connection's greenlet on copy stacks.
+        "greenhouse-copy" => {
+            // SAFETY: the handlers lend nothing on their stacks.
+            unsafe { greenhouse::set_copy_stacks(true) };
+            serve_greenhouse(listener)
+        }
         // The same server with the blocked-hub detector off, to measure
         // what the detector costs.
         "greenhouse-nomon" => {

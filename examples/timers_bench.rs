@@ -1,7 +1,8 @@
 //! Many short sleepers: spawn N tasks that each sleep a random 0–100 ms
 //! (LCG seed 42, `(x >> 33) % 101` ms), then join them all. Reports the
 //! spawn phase and the time beyond the 100 ms the sleeps themselves need,
-//! for greenhouse, tokio `current_thread` and may (one worker).
+//! for greenhouse (page stacks, and copy stacks as `greenhouse-copy`),
+//! tokio `current_thread` and may (one worker).
 //!
 //! Each run is a child process (this binary with `--run KIND N`), so every
 //! contender starts from a fresh heap and its peak RSS is its own. Runs are
@@ -9,7 +10,7 @@
 //!
 //! ```sh
 //! cargo run --release --example timers_bench -- [--n 100000] [--repeat 5]
-//!     [--kinds greenhouse,tokio,may]
+//!     [--kinds greenhouse,greenhouse-copy,tokio,may]
 //! ```
 
 use std::process::Command;
@@ -32,7 +33,11 @@ fn sleeps(n: usize) -> Vec<u64> {
 fn run(kind: &str, n: usize) -> (f64, f64) {
     let ms = sleeps(n);
     match kind {
-        "greenhouse" => {
+        "greenhouse" | "greenhouse-copy" => {
+            if kind == "greenhouse-copy" {
+                // SAFETY: the sleepers lend nothing on their stacks.
+                unsafe { greenhouse::set_copy_stacks(true) };
+            }
             let t0 = Instant::now();
             let hs: Vec<_> = ms
                 .iter()
@@ -115,7 +120,12 @@ fn main() {
         return;
     }
     let (mut n, mut repeat) = (100_000usize, 5usize);
-    let mut kinds = vec!["greenhouse".to_string(), "tokio".into(), "may".into()];
+    let mut kinds = vec![
+        "greenhouse".to_string(),
+        "greenhouse-copy".into(),
+        "tokio".into(),
+        "may".into(),
+    ];
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next().expect("a value after each flag");
@@ -175,7 +185,7 @@ fn main() {
 #[test]
 fn every_kind_runs_all_sleepers_to_the_end() {
     let longest = *sleeps(200).iter().max().unwrap() as f64 / 1e3;
-    for kind in ["greenhouse", "tokio", "may"] {
+    for kind in ["greenhouse", "greenhouse-copy", "tokio", "may"] {
         let (_, total) = run(kind, 200);
         assert!(total >= longest, "{kind} finished before its longest sleep");
     }
