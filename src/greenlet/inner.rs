@@ -35,7 +35,7 @@ use std::rc::Rc;
 
 use corosensei::{Coroutine, Yielder};
 
-use super::payload::{Expect, Msg, Outcome};
+use super::payload::{Expect, Inbox, Msg, Outcome};
 use super::trampoline::{Forward, Schedule};
 use crate::hub::Slot;
 use crate::stack::GreenletStack;
@@ -78,7 +78,7 @@ pub(crate) struct Inner {
     pub(crate) spawned: bool,
     pub(crate) state: Cell<State>,
     /// The type the greenlet waits for while `NotStarted` or `Suspended`.
-    pub(crate) expects: Cell<Expect>,
+    pub(crate) expects: Expect,
     /// `None` for main and for spawned greenlets (their parent is the hub).
     /// A counted [`Handle`]: a child can deliver its result here, so the
     /// parent is reachable while the child exists.
@@ -99,7 +99,7 @@ pub(crate) struct Inner {
     /// (see [`Forward`]); its suspensions go through it.
     pub(crate) forward: Cell<Option<NonNull<dyn Forward>>>,
     /// Its inbox: the message it will find when it is next resumed.
-    pub(crate) pending: Cell<Msg>,
+    pub(crate) pending: Inbox,
     /// Where it was created (`#[track_caller]` of `Greenlet::new` and
     /// `spawn`), and the id of the greenlet that created it.
     pub(crate) created_at: Cell<Option<&'static Location<'static>>>,
@@ -231,7 +231,7 @@ impl Inner {
             is_main: false,
             spawned,
             state: Cell::new(State::NotStarted),
-            expects: Cell::new(expects),
+            expects,
             parent: RefCell::new(parent),
             handles: Cell::new(0),
             reaped: Cell::new(false),
@@ -239,7 +239,7 @@ impl Inner {
             stack: Cell::new((0, 0)),
             yielder: Cell::new(std::ptr::null()),
             forward: Cell::new(None),
-            pending: Cell::new(Msg::Empty),
+            pending: Inbox::default(),
             created_at: Cell::new(None),
             creator: Cell::new(0),
             prev: Cell::new(std::ptr::null()),
@@ -269,20 +269,13 @@ impl Inner {
     /// Puts `msg` in the inbox (replacing, and dropping, anything there).
     #[inline(always)]
     pub(crate) fn put_msg(&self, msg: Msg) {
-        let old = self.pending.replace(msg);
-        // The inbox is almost always empty: test for that first, so the
-        // common case is a single compare.
-        if matches!(old, Msg::Empty) {
-            std::mem::forget(old);
-        } else {
-            old.discard();
-        }
+        self.pending.put(msg);
     }
 
     /// Takes the inbox (a plain wake-up if it is empty).
     #[inline(always)]
     pub(crate) fn take_msg(&self) -> Msg {
-        match self.pending.replace(Msg::Empty) {
+        match self.pending.take() {
             Msg::Empty => Msg::Wake(super::payload::Woke::Ready),
             m => m,
         }

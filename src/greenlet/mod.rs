@@ -13,7 +13,6 @@ mod inner;
 mod payload;
 mod trampoline;
 
-use std::any::TypeId;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe, Location};
@@ -310,22 +309,23 @@ impl Greenlet {
             return payload::receive::<R>(Msg::Value(payload::Transfer::new(&mut slot)));
         }
         self.check_target()?;
-        let want = target.expects.get();
-        if want.id != TypeId::of::<T>() {
+        if !target.expects.is::<T>() {
             return Err(Error::WrongType {
-                expected: want.name(),
+                expected: target.expects.name(),
                 found: std::any::type_name::<T>(),
             });
         }
-        if with_current(|c| c.copied.is_some()) {
-            // A copy-stack sender's stack may be moved out before the
-            // receiver takes the value (copy.rs): send it boxed.
-            let reply = self.deliver::<R>(Msg::Boxed(Box::new(value)));
-            return payload::receive::<R>(reply);
-        }
         let mut slot = Some(value);
-        let reply = self.deliver::<R>(Msg::Value(payload::Transfer::new(&mut slot)));
-        drop(slot); // taken by the receiver, unless something went wrong
+        // A copy-stack sender's stack may be moved out before the receiver
+        // takes the value (copy.rs): send it boxed. One `deliver` for both
+        // kinds, so that the switch path is inlined once.
+        let msg = if with_current(|c| c.copied.is_some()) {
+            payload::boxed(&mut slot)
+        } else {
+            Msg::Value(payload::Transfer::new(&mut slot))
+        };
+        let reply = self.deliver::<R>(msg);
+        drop(slot); // taken by the receiver (or boxed), unless something went wrong
         payload::receive::<R>(reply)
     }
 
@@ -336,7 +336,7 @@ impl Greenlet {
     fn deliver<R: 'static>(&self, msg: Msg) -> Msg {
         self.inner.put_msg(msg);
         let unreachable = with_current(|c| {
-            c.expects.set(Expect::of::<R>());
+            c.expects.set::<R>();
             c.state.set(State::Suspended);
             c.handles.get() == 0 // main always has its context's handle
         });
