@@ -79,6 +79,7 @@ impl<T: 'static> Local<T> {
     fn find(&self) -> Option<Rc<T>> {
         let found = greenlet::with_current(|c| {
             c.ext
+                .cold_if()?
                 .locals
                 .borrow()
                 .iter()
@@ -103,7 +104,7 @@ impl<T: 'static> Local<T> {
         // ends): the greenlet layer runs this hook then.
         greenlet::set_exit_hook(|g| g.ext.drop_locals());
         let old = greenlet::with_current(|c| {
-            let mut locals = c.ext.locals.borrow_mut();
+            let mut locals = c.ext.cold().locals.borrow_mut();
             match locals.iter_mut().find(|(k, _)| *k == self.key) {
                 Some((_, slot)) => Some(std::mem::replace(slot, v as Rc<dyn Any>)),
                 None => {
@@ -135,7 +136,7 @@ impl<T: 'static> Local<T> {
     /// had none, or if a `with` on it is still running further up).
     pub fn take(&self) -> Option<T> {
         let v = greenlet::with_current(|c| {
-            let mut locals = c.ext.locals.borrow_mut();
+            let mut locals = c.ext.cold_if()?.locals.borrow_mut();
             let at = locals.iter().position(|(k, _)| *k == self.key)?;
             Some(locals.swap_remove(at).1)
         })?;

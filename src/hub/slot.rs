@@ -11,7 +11,7 @@
 //! that one upward reference.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -41,8 +41,6 @@ pub(crate) struct Slot {
     /// ready queue with its message, false if it is parked waiting for a
     /// token. Meaningless in any other state.
     pub(crate) queued: Cell<bool>,
-    /// The `Timeout` scopes it armed, outermost first.
-    pub(crate) deadlines: RefCell<Vec<Scope>>,
     /// A kill that could not unwind where it landed (inside a patched libc
     /// call, whose C frames must not be unwound): raised at the next park,
     /// or reported as the greenlet's result if it returns first.
@@ -50,16 +48,11 @@ pub(crate) struct Slot {
     /// A patched sleep reported the deferred kill as `ECANCELED`; its
     /// caller may be unwinding from it (see `scheduler::raise_deferred_exit`).
     pub(crate) cancelled: Cell<bool>,
-    /// The error of a deferred kill with an error (`kill_with`), raised as
-    /// `ThrownError` instead of `GreenletExit`.
-    pub(crate) deferred_error: RefCell<Option<crate::error::Error>>,
     /// How many thread-park waits in a row ended by the patched futex
     /// wait's safety poll rather than a wake: the next poll waits twice as
     /// long (`monkey/futex.rs`).
     #[cfg(feature = "monkey")]
     pub(crate) futex_polls: Cell<u8>,
-    /// Greenlet-local values, by key (the `local` module).
-    pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
     /// What it waits for in its current (or latest) park, for the dump.
     pub(crate) waiting: Cell<WaitingOn>,
     /// That park's deadline, if it has one.
@@ -69,9 +62,36 @@ pub(crate) struct Slot {
     /// Its `tracing` span (`trace.rs`).
     #[cfg(feature = "tracing")]
     pub(crate) span: std::cell::OnceCell<tracing::Span>,
+    /// What few greenlets use, allocated at first use: a parked greenlet
+    /// that never armed a `Timeout`, set a local or was killed inside a
+    /// patched call pays one pointer for it, not 128 bytes.
+    cold: OnceCell<Box<Cold>>,
+}
+
+/// The rarely used part of a [`Slot`].
+#[derive(Default)]
+pub(crate) struct Cold {
+    /// The `Timeout` scopes it armed, outermost first.
+    pub(crate) deadlines: RefCell<Vec<Scope>>,
+    /// The error of a deferred kill with an error (`kill_with`), raised as
+    /// `ThrownError` instead of `GreenletExit`.
+    pub(crate) deferred_error: RefCell<Option<crate::error::Error>>,
+    /// Greenlet-local values, by key (the `local` module).
+    pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
 }
 
 impl Slot {
+    /// The rarely used part, allocated now if it was not yet.
+    pub(crate) fn cold(&self) -> &Cold {
+        self.cold.get_or_init(Box::default)
+    }
+
+    /// The rarely used part, if it was ever used.
+    #[inline]
+    pub(crate) fn cold_if(&self) -> Option<&Cold> {
+        self.cold.get().map(|c| &**c)
+    }
+
     /// Records a park for the dump: three stores, no clock read.
     #[inline(always)]
     pub(crate) fn note_park(&self, on: WaitingOn, until: Option<Instant>, now: Instant) {
@@ -85,8 +105,11 @@ impl Slot {
     /// greenlet layer's exit hook: it runs on the greenlet's own stack when
     /// its body ends, and again (finding nothing) when it is buried.
     pub(crate) fn drop_locals(&self) {
+        let Some(cold) = self.cold_if() else {
+            return;
+        };
         loop {
-            let all = std::mem::take(&mut *self.locals.borrow_mut());
+            let all = std::mem::take(&mut *cold.locals.borrow_mut());
             if all.is_empty() {
                 return;
             }

@@ -1,6 +1,6 @@
 //! `spawn` and friends: greenlets owned by the hub, and their join handles.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
@@ -334,35 +334,46 @@ enum Start {
     Never,
 }
 
-/// How a spawned greenlet was first resumed: `Ok` to run its body (a
-/// wake-up, the common case), or the error it ends with (killed before it
-/// started: then it never runs).
+/// Whether a spawned greenlet's body runs, from how it was first resumed:
+/// a wake-up (the common case) runs it; a kill before it started completes
+/// `st` with its error instead.
 ///
-/// This and the two below are out of line, like everything a spawned
-/// greenlet's base frame does before and after its body: that frame stays
-/// on the stack while the greenlet lives, and a copy-stack greenlet's
-/// parked stack is copied, so it is kept small.
+/// This and the functions below are out of line, like everything a
+/// spawned greenlet's base frame does before and after its body: that
+/// frame stays on the stack while the greenlet lives, and a copy-stack
+/// greenlet's parked stack is copied, so it is kept small.
 #[inline(never)]
-fn started(first: Msg) -> Result<(), Error> {
+fn started<T>(first: Msg, st: &JoinState<T>) -> bool {
     if let Msg::Wake(_) = first {
-        return Ok(());
+        return true;
     }
     match first.into_throw() {
-        Ok(t) => Err(t.map_or(Error::Killed, |e| *e)),
+        Ok(t) => {
+            st.complete(Err(t.map_or(Error::Killed, |e| *e)));
+            false
+        }
         Err(msg) => {
             msg.discard();
-            Ok(())
+            true
         }
     }
 }
 
-/// Runs a spawned greenlet's body, turning a panic or a kill into its
-/// error.
-fn run_caught<F, T>(f: F) -> Result<T, Error>
+/// Runs a spawned greenlet's body and completes `st` with its value, or
+/// with the error a panic or a kill turned into.
+#[inline(never)]
+fn run_caught<F, T>(f: F, st: &JoinState<T>)
 where
     F: FnOnce() -> T,
 {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    finish(r, st);
+}
+
+/// Completes `st` with what a spawned greenlet's body ended with.
+#[inline(never)]
+fn finish<T>(r: std::thread::Result<T>, st: &JoinState<T>) {
+    st.complete(match r {
         Ok(v) => match deferred_kill() {
             // Killed inside a patched libc call, and returned before the
             // kill could be raised: it still ends as killed.
@@ -370,7 +381,7 @@ where
             None => Ok(v),
         },
         Err(p) => Err(unwound(p)),
-    }
+    });
 }
 
 /// The error of a kill that landed inside a patched libc call and could
@@ -378,7 +389,10 @@ where
 #[inline(never)]
 fn deferred_kill() -> Option<Error> {
     if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) {
-        Some(greenlet::with_current(|c| c.ext.deferred_error.take()).unwrap_or(Error::Killed))
+        Some(
+            greenlet::with_current(|c| c.ext.cold_if().and_then(|k| k.deferred_error.take()))
+                .unwrap_or(Error::Killed),
+        )
     } else {
         None
     }
@@ -402,7 +416,8 @@ fn unwound(p: Box<dyn std::any::Any + Send>) -> Error {
     if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) {
         greenlet::with_current(|c| c.ext.cancelled.set(false));
         LAST_PANIC.with(|l| l.borrow_mut().take());
-        return greenlet::with_current(|c| c.ext.deferred_error.take()).unwrap_or(Error::Killed);
+        return greenlet::with_current(|c| c.ext.cold_if().and_then(|k| k.deferred_error.take()))
+            .unwrap_or(Error::Killed);
     }
     let message = LAST_PANIC
         .with(|l| l.borrow_mut().take())
@@ -437,11 +452,11 @@ where
     let at = std::panic::Location::caller();
     let inner = greenlet::create(record, stack_size, b.clean_stack, copy, at, move |first| {
         let _live = live;
-        let result = match started(first) {
-            Ok(()) => run_caught(f),
-            Err(e) => Err(e),
-        };
-        st.complete(result);
+        // Nothing sized like a result or an error lives in this frame
+        // while the body runs: the result goes straight to `st`.
+        if started(first, &st) {
+            run_caught(f, &st);
+        }
         Outcome::Done
     })
     .map_err(Error::spawn)?;
@@ -560,6 +575,13 @@ struct JoinState<T> {
     /// Scheduled to run (spawned, or created and then started).
     started: Cell<bool>,
     waiters: WaitList,
+    /// Links and the async waker, allocated at first use (most greenlets
+    /// have neither, and a parked greenlet's memory counts).
+    extra: OnceCell<Box<Extra<T>>>,
+}
+
+/// The rarely used part of a [`JoinState`].
+struct Extra<T> {
     /// What runs when it finishes, in the order added.
     links: RefCell<Vec<(LinkKey, Link<T>)>>,
     next_link: Cell<u64>,
@@ -576,14 +598,24 @@ impl<T> JoinState<T> {
             handle_alive: Cell::new(true),
             started: Cell::new(true),
             waiters: WaitList::default(),
-            links: RefCell::new(Vec::new()),
-            next_link: Cell::new(0),
-            waker: RefCell::new(None),
+            extra: OnceCell::new(),
         }
     }
 
+    /// The links and waker, allocated now if they were not yet.
+    fn extra(&self) -> &Extra<T> {
+        self.extra.get_or_init(|| {
+            Box::new(Extra {
+                links: RefCell::new(Vec::new()),
+                next_link: Cell::new(0),
+                waker: RefCell::new(None),
+            })
+        })
+    }
+
     fn complete(&self, result: Result<T, Error>) {
-        let links = std::mem::take(&mut *self.links.borrow_mut());
+        let extra = self.extra.get();
+        let links = extra.map_or_else(Vec::new, |x| std::mem::take(&mut *x.links.borrow_mut()));
         let seen = links.iter().any(|(_, l)| matches!(l, Link::Callback(_)));
         if !self.handle_alive.get() && !seen {
             report_if_panicked(&result);
@@ -591,7 +623,7 @@ impl<T> JoinState<T> {
         *self.result.borrow_mut() = Some(result);
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
-        let waker = self.waker.borrow_mut().take();
+        let waker = extra.and_then(|x| x.waker.borrow_mut().take());
         if let Some(w) = waker {
             w.wake();
         }
@@ -904,7 +936,10 @@ impl<T> JoinHandle<T> {
     /// # Ok::<(), greenhouse::Error>(())
     /// ```
     pub fn unlink(&self, key: LinkKey) -> bool {
-        let mut cbs = self.state.links.borrow_mut();
+        let Some(extra) = self.state.extra.get() else {
+            return false;
+        };
+        let mut cbs = extra.links.borrow_mut();
         match cbs.iter().position(|(k, _)| *k == key) {
             Some(i) => {
                 let (_, cb) = cbs.remove(i);
@@ -928,13 +963,18 @@ impl<T> JoinHandle<T> {
     /// caller checks it has not finished yet).
     pub(crate) fn watch(&self, f: Notice) -> LinkKey {
         let key = self.next_key();
-        self.state.links.borrow_mut().push((key, Link::Notice(f)));
+        self.state
+            .extra()
+            .links
+            .borrow_mut()
+            .push((key, Link::Notice(f)));
         key
     }
 
     fn next_key(&self) -> LinkKey {
-        let key = LinkKey(self.state.next_link.get());
-        self.state.next_link.set(key.0 + 1);
+        let extra = self.state.extra();
+        let key = LinkKey(extra.next_link.get());
+        extra.next_link.set(key.0 + 1);
         key
     }
 
@@ -944,6 +984,7 @@ impl<T> JoinHandle<T> {
             self.state.run_callback(&self.g, cb);
         } else {
             self.state
+                .extra()
                 .links
                 .borrow_mut()
                 .push((key, Link::Callback(cb)));
@@ -1016,7 +1057,7 @@ impl<T> JoinHandle<T> {
     /// Wakes `waker` when it finishes (the handle polled as a `Future`;
     /// the latest waker replaces the one before).
     pub(crate) fn set_waker(&self, waker: &std::task::Waker) {
-        let mut w = self.state.waker.borrow_mut();
+        let mut w = self.state.extra().waker.borrow_mut();
         match w.as_ref() {
             Some(old) if old.will_wake(waker) => {}
             _ => *w = Some(waker.clone()),

@@ -58,7 +58,7 @@ pub fn sleep(duration: Duration) {
 /// ```
 pub fn sleep_until(deadline: Instant) {
     // Ending early is what an expired Timeout asks for; it reports itself.
-    let _ = sleep_checked(deadline);
+    let _ = sleep_woke(deadline);
 }
 
 /// [`sleep`] that says why it ended (see [`sleep_checked`]).
@@ -70,9 +70,22 @@ pub(crate) fn try_sleep(duration: Duration) -> Result<(), Error> {
 /// `Timeout` expired first (for the crate's own retry loops, which must
 /// stop then).
 pub(crate) fn sleep_checked(deadline: Instant) -> Result<(), Error> {
+    match sleep_woke(deadline) {
+        Woke::TimedOut => Err(Error::TimedOut),
+        Woke::Deadlock => Err(Error::Deadlock),
+        Woke::Ready | Woke::Deadline => Ok(()),
+    }
+}
+
+/// The sleep itself: `Deadline` when it ran its course, else what ended it
+/// early (`TimedOut` or `Deadlock`). A one-byte result, so that the frames
+/// of a sleeping greenlet hold no `Error` (a copy-stack greenlet's parked
+/// frames are copied).
+#[inline(never)]
+fn sleep_woke(deadline: Instant) -> Woke {
     if deadline <= Instant::now() {
         yield_now();
-        return Ok(());
+        return Woke::Deadline;
     }
     loop {
         // A sleep is always a scheduling point: if the deadline passed
@@ -86,11 +99,9 @@ pub(crate) fn sleep_checked(deadline: Instant) -> Result<(), Error> {
             yield_now();
         }
         match woke {
-            Woke::Deadline => return Ok(()),
-            Woke::TimedOut => return Err(Error::TimedOut),
-            Woke::Deadlock => return Err(Error::Deadlock),
-            Woke::Ready if Instant::now() >= deadline => return Ok(()),
-            Woke::Ready => continue,
+            Woke::Ready if Instant::now() < deadline => continue,
+            Woke::Ready => return Woke::Deadline,
+            w => return w,
         }
     }
 }
@@ -117,7 +128,7 @@ pub fn yield_now() {
 /// unwind a patched libc call stopped).
 #[inline]
 pub(crate) fn scope_deadline(g: &Inner) -> Option<Instant> {
-    let scopes = g.ext.deadlines.borrow();
+    let scopes = g.ext.cold_if()?.deadlines.borrow();
     if scopes.is_empty() {
         return None;
     }
@@ -130,8 +141,11 @@ pub(crate) fn scope_deadline(g: &Inner) -> Option<Instant> {
 /// Marks every expired scope of `g` as having fired; a silent one then
 /// unwinds the greenlet to its scope.
 pub(crate) fn mark_fired(g: &Inner) {
+    let Some(cold) = g.ext.cold_if() else {
+        return;
+    };
     let now = Instant::now();
-    for d in g.ext.deadlines.borrow_mut().iter_mut() {
+    for d in cold.deadlines.borrow_mut().iter_mut() {
         if d.deadline <= now {
             d.fired = true;
         }
@@ -144,8 +158,11 @@ pub(crate) struct ScopeExpired(pub(crate) u64);
 
 /// Unwinds to the outermost silent scope that fired, if any.
 fn raise_silent(g: &Inner) {
+    let Some(cold) = g.ext.cold_if() else {
+        return;
+    };
     let id = {
-        let mut scopes = g.ext.deadlines.borrow_mut();
+        let mut scopes = cold.deadlines.borrow_mut();
         let Some(s) = scopes
             .iter_mut()
             .find(|s| s.silent && s.fired && !s.raising)
@@ -162,7 +179,10 @@ fn raise_silent(g: &Inner) {
 /// be unwound): the next park raises it again.
 #[cfg(feature = "monkey")]
 pub(crate) fn unwind_stopped(g: &Inner, e: &ScopeExpired) {
-    for s in g.ext.deadlines.borrow_mut().iter_mut() {
+    let Some(cold) = g.ext.cold_if() else {
+        return;
+    };
+    for s in cold.deadlines.borrow_mut().iter_mut() {
         if s.id == e.0 {
             s.raising = false;
         }
@@ -220,7 +240,7 @@ impl Timeout {
     fn arm(deadline: Instant, silent: bool) -> Timeout {
         let g = greenlet::current_rc();
         let id = greenlet::next_id();
-        g.ext.deadlines.borrow_mut().push(Scope {
+        g.ext.cold().deadlines.borrow_mut().push(Scope {
             id,
             deadline,
             fired: false,
@@ -242,12 +262,12 @@ impl Timeout {
 
     /// Whether it has interrupted a blocking operation.
     pub fn fired(&self) -> bool {
-        self.g
-            .ext
-            .deadlines
-            .borrow()
-            .iter()
-            .any(|d| d.id == self.id && d.fired)
+        self.g.ext.cold_if().is_some_and(|c| {
+            c.deadlines
+                .borrow()
+                .iter()
+                .any(|d| d.id == self.id && d.fired)
+        })
     }
 
     /// Whether it is still waiting to expire (gevent's `pending`): armed,
@@ -274,11 +294,9 @@ impl Timeout {
 
 impl Drop for Timeout {
     fn drop(&mut self) {
-        self.g
-            .ext
-            .deadlines
-            .borrow_mut()
-            .retain(|d| d.id != self.id);
+        if let Some(c) = self.g.ext.cold_if() {
+            c.deadlines.borrow_mut().retain(|d| d.id != self.id);
+        }
     }
 }
 

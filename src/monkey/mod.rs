@@ -362,7 +362,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Waited> {
         Err(p) if p.is::<ThrownError>() => {
             // Killed with an error: deferred like any kill, error kept.
             if let Ok(t) = p.downcast::<ThrownError>() {
-                greenlet::with_current(|c| *c.ext.deferred_error.borrow_mut() = Some(t.0));
+                greenlet::with_current(|c| *c.ext.cold().deferred_error.borrow_mut() = Some(t.0));
             }
             Err(Waited::Killed)
         }
