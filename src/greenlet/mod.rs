@@ -96,7 +96,10 @@ impl Eq for Greenlet {}
 
 /// Creates the coroutine for `inner`, with `body` as what runs on its stack.
 ///
-/// `body` receives the first message the greenlet is resumed with.
+/// `body` finds the first message the greenlet is resumed with in its
+/// inbox (`Inner::take_msg`): taken there rather than passed in, so that
+/// the base frame, which stays on the stack while the greenlet lives, has
+/// no message slot.
 /// With `clean_stack`, the stack starts with no memory (see
 /// [`Greenlet::stack_usage`]). With `copy`, the greenlet is a copy-stack
 /// greenlet (`copy.rs`): bound to a shared run stack, its coroutine made at
@@ -107,15 +110,14 @@ pub(crate) fn create(
     clean_stack: bool,
     copy: bool,
     at: &'static Location<'static>,
-    body: impl FnOnce(Msg) -> Outcome + 'static,
+    body: impl FnOnce() -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
     let run = move |y: &GreenletYielder, _: Resume| {
         // The greenlet owns its record while it has frames (inner.rs,
         // Ownership): this reference lives until the body has returned.
         let me = current_rc();
         me.yielder.set(y as *const _);
-        let first = me.take_msg();
-        let outcome = body(first);
+        let outcome = body();
         // What the layers above keep per greenlet (its locals) dies with it,
         // on its own stack.
         inner::run_exit_hook(&me);
@@ -203,8 +205,8 @@ impl Greenlet {
             false,
             copy::default(),
             Location::caller(),
-            move |first| {
-                let arg = match first.into_throw() {
+            move || {
+                let arg = match with_current(Inner::take_msg).into_throw() {
                     Ok(None) => return Outcome::Exited,
                     Ok(Some(e)) => return Outcome::Failed(e),
                     Err(other) => {

@@ -293,12 +293,20 @@ impl Msg {
         }
     }
 
-    /// The wake reason, if this is a hub wake-up (which owns no resources).
-    #[inline]
-    pub(crate) fn as_wake(&self) -> Option<Woke> {
+    /// What a parked greenlet was resumed with: `Ok` with the wake reason
+    /// (`None` for a message that is not a wake-up, dropped here), or `Err`
+    /// with a throw's error (as [`into_throw`](Self::into_throw)). Two words,
+    /// so that the park's frame keeps no copy of the message.
+    #[inline(always)]
+    pub(crate) fn into_wake(self) -> Result<Option<Woke>, Option<Box<Error>>> {
         match self {
-            Msg::Wake(w) => Some(*w),
-            _ => None,
+            Msg::Wake(w) => Ok(Some(w)),
+            Msg::Throw => Err(None),
+            Msg::ThrowError(e) => Err(Some(e)),
+            other => {
+                other.discard();
+                Ok(None)
+            }
         }
     }
 }

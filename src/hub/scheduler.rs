@@ -198,16 +198,12 @@ fn park_on(
         }
     }
     let _cancel = CancelTimer(hub, timer);
-    let wake = match greenlet::suspend(None).into_throw() {
-        Ok(thrown) => {
+    let wake = match greenlet::suspend(None).into_wake() {
+        Ok(wake) => wake,
+        Err(thrown) => {
             drop(_cancel);
             drop(cur);
             greenlet::raise_boxed(thrown);
-        }
-        Err(msg) => {
-            let wake = msg.as_wake();
-            msg.discard();
-            wake
         }
     };
     match wake {
@@ -309,9 +305,8 @@ pub(crate) fn yield_now() {
         cur.ext.note_park(WaitingOn::Yield, None, hub.clock.get());
         hub.ready.push(cur);
     });
-    match greenlet::suspend(None).into_throw() {
-        Ok(thrown) => greenlet::raise_boxed(thrown),
-        Err(msg) => msg.discard(),
+    if let Err(thrown) = greenlet::suspend(None).into_wake() {
+        greenlet::raise_boxed(thrown);
     }
 }
 
@@ -325,8 +320,12 @@ pub(crate) fn yield_now() {
 pub(crate) struct WaitList {
     /// The oldest waiter, if any.
     head: RefCell<Option<Token>>,
-    /// Later waiters, oldest first.
-    rest: RefCell<VecDeque<Token>>,
+    /// Later waiters, oldest first; allocated when a second waiter comes
+    /// (a list is embedded in every join state and primitive, and most
+    /// never have two waiters). Boxed on purpose: one word while unused
+    /// where a `VecDeque` is four.
+    #[allow(clippy::box_collection)]
+    rest: RefCell<Option<Box<VecDeque<Token>>>>,
 }
 
 impl WaitList {
@@ -366,10 +365,13 @@ impl WaitList {
     /// [`remove_current`](Self::remove_current) when its park ends.
     pub(crate) fn push(&self, token: Token) {
         let mut head = self.head.borrow_mut();
-        if head.is_none() && self.rest.borrow().is_empty() {
+        if head.is_none() && self.rest_len() == 0 {
             *head = Some(token);
         } else {
-            self.rest.borrow_mut().push_back(token);
+            self.rest
+                .borrow_mut()
+                .get_or_insert_with(Box::default)
+                .push_back(token);
         }
     }
 
@@ -377,12 +379,27 @@ impl WaitList {
         let mut head = self.head.borrow_mut();
         if head.as_ref().is_some_and(|t| Rc::as_ptr(&t.g) == g) {
             let out = head.take();
-            *head = self.rest.borrow_mut().pop_front();
+            *head = self.rest.borrow_mut().as_mut().and_then(|r| r.pop_front());
             return out;
         }
         let mut rest = self.rest.borrow_mut();
+        let rest = rest.as_mut()?;
         let at = rest.iter().position(|t| Rc::as_ptr(&t.g) == g)?;
         rest.remove(at)
+    }
+
+    /// How many waiters wait behind the first.
+    fn rest_len(&self) -> usize {
+        self.rest.borrow().as_ref().map_or(0, |r| r.len())
+    }
+
+    /// Takes the waiters behind the first (the list keeps its allocation).
+    fn take_rest(&self) -> VecDeque<Token> {
+        self.rest
+            .borrow_mut()
+            .as_mut()
+            .map(|r| std::mem::take(&mut **r))
+            .unwrap_or_default()
     }
 
     /// Removes the current greenlet's entry, if any.
@@ -395,7 +412,7 @@ impl WaitList {
     /// keeps the tokens of those it woke in `woken`.
     pub(crate) fn wake_all_into(&self, ready: &ReadyQueue, woken: &mut Vec<Token>) {
         let first = self.head.borrow_mut().take();
-        let rest = std::mem::take(&mut *self.rest.borrow_mut());
+        let rest = self.take_rest();
         for t in first.into_iter().chain(rest) {
             if t.wake(ready, Woke::Ready) {
                 woken.push(t);
@@ -410,8 +427,8 @@ impl WaitList {
         };
         let mut woken = usize::from(first.wake(ready, Woke::Ready));
         drop(first);
-        if !self.rest.borrow().is_empty() {
-            let rest = std::mem::take(&mut *self.rest.borrow_mut());
+        if self.rest_len() != 0 {
+            let rest = self.take_rest();
             woken += rest.iter().filter(|t| t.wake(ready, Woke::Ready)).count();
         }
         woken
@@ -423,7 +440,7 @@ impl WaitList {
     }
 
     pub(crate) fn len(&self) -> usize {
-        usize::from(self.head.borrow().is_some()) + self.rest.borrow().len()
+        usize::from(self.head.borrow().is_some()) + self.rest_len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -334,7 +334,8 @@ enum Start {
     Never,
 }
 
-/// Whether a spawned greenlet's body runs, from how it was first resumed:
+/// Whether a spawned greenlet's body runs, from how it was first resumed
+/// (its first message, in its inbox):
 /// a wake-up (the common case) runs it; a kill before it started completes
 /// `st` with its error instead.
 ///
@@ -343,7 +344,8 @@ enum Start {
 /// frame stays on the stack while the greenlet lives, and a copy-stack
 /// greenlet's parked stack is copied, so it is kept small.
 #[inline(never)]
-fn started<T>(first: Msg, st: &JoinState<T>) -> bool {
+fn started<T>(st: &JoinState<T>) -> bool {
+    let first = greenlet::with_current(Inner::take_msg);
     if let Msg::Wake(_) = first {
         return true;
     }
@@ -450,11 +452,11 @@ where
     hub.probe.add_live(1);
     let live = Live;
     let at = std::panic::Location::caller();
-    let inner = greenlet::create(record, stack_size, b.clean_stack, copy, at, move |first| {
+    let inner = greenlet::create(record, stack_size, b.clean_stack, copy, at, move || {
         let _live = live;
-        // Nothing sized like a result or an error lives in this frame
-        // while the body runs: the result goes straight to `st`.
-        if started(first, &st) {
+        // Nothing sized like a message, a result or an error lives in this
+        // frame while the body runs: the result goes straight to `st`.
+        if started(&st) {
             run_caught(f, &st);
         }
         Outcome::Done
