@@ -98,11 +98,13 @@ pub(crate) struct Copied {
     /// Makes the coroutine at the first run; `None` after.
     start: Cell<Option<Start>>,
     /// Its run stack: an index into `RUNS`.
-    run: usize,
+    run: u32,
     /// `switch_out`'s stack pointer at its last suspension.
     sp: Cell<usize>,
     /// Its live bytes while another greenlet is resident.
-    saved: RefCell<Vec<MaybeUninit<u8>>>,
+    /// (Taken out and put back around each use: a `Cell` is a word
+    /// smaller than a `RefCell`, and every copy-stack record has one.)
+    saved: Cell<Vec<MaybeUninit<u8>>>,
     /// Whether `saved` holds its bytes (it is not resident).
     out: Cell<bool>,
 }
@@ -117,7 +119,10 @@ impl Copied {
     /// Bytes its stack holds on the heap now (0 while resident).
     pub(crate) fn saved_len(&self) -> usize {
         if self.out.get() {
-            self.saved.borrow().len()
+            let saved = self.saved.take();
+            let n = saved.len();
+            self.saved.set(saved);
+            n
         } else {
             0
         }
@@ -160,7 +165,7 @@ pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Box<Copied>, (usize
     let size = stack::round_size(size);
     depth();
     let (run, bounds) = RUNS
-        .try_with(|runs| -> io::Result<(usize, (usize, usize))> {
+        .try_with(|runs| -> io::Result<(u32, (usize, usize))> {
             let mut runs = runs.borrow_mut();
             let mine: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].size == size).collect();
             let i = if mine.len() < RUNS_PER_SIZE {
@@ -175,14 +180,15 @@ pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Box<Copied>, (usize
                 let n = NEXT.with(|c| c.replace(c.get().wrapping_add(1)));
                 mine[n % mine.len()]
             };
-            Ok((i, runs[i].view.bounds()))
+            let i = u32::try_from(i).map_err(|_| io::Error::other("too many run stacks"))?;
+            Ok((i, runs[i as usize].view.bounds()))
         })
         .unwrap_or_else(|_| Err(io::Error::other("thread is exiting: no run stacks")))?;
     let copied = Box::new(Copied {
         start: Cell::new(Some(start)),
         run,
         sp: Cell::new(0),
-        saved: RefCell::new(Vec::new()),
+        saved: Cell::new(Vec::new()),
         out: Cell::new(false),
     });
     Ok((copied, bounds))
@@ -205,7 +211,7 @@ pub(crate) fn enter(g: &Rc<Inner>) -> bool {
 fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
     RUNS.try_with(|runs| {
         let mut runs = runs.borrow_mut();
-        let run = &mut runs[cp.run];
+        let run = &mut runs[cp.run as usize];
         let (top, bottom) = run.view.bounds();
         if let Some(r) = &run.resident {
             if Rc::ptr_eq(r, g) {
@@ -219,20 +225,24 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
                 .as_deref()
                 .expect("only copy-stack greenlets are resident");
             let low = rc.sp.get().saturating_sub(depth()).max(bottom);
+            let mut saved = rc.saved.take();
             // SAFETY: `[low, top)` is inside the run stack, and nothing runs
             // on it: its resident `r` is suspended (not running, checked
             // above; a resident has run and suspended through
             // `switch_out`, or it died and `leave` cleared it), and `g`
             // runs only after this returns.
-            unsafe { stack::save(low, top, &mut rc.saved.borrow_mut()) };
+            unsafe { stack::save(low, top, &mut saved) };
+            rc.saved.set(saved);
             rc.out.set(true);
         }
         run.resident = Some(g.clone());
         if cp.out.get() {
+            let saved = cp.saved.take();
             // SAFETY: `g`'s bytes came from this run stack's top, where
             // they go back; nothing runs there (the previous resident's
             // bytes were saved just above).
-            unsafe { stack::restore((top, bottom), &cp.saved.borrow()) };
+            unsafe { stack::restore((top, bottom), &saved) };
+            cp.saved.set(saved);
             cp.out.set(false);
         } else if let Some(start) = cp.start.take() {
             *g.coro.borrow_mut() = Some(start(GreenletStack::Run(run.view)));
@@ -248,11 +258,11 @@ pub(crate) fn leave(g: &Inner) {
         return;
     };
     cp.out.set(false);
-    *cp.saved.borrow_mut() = Vec::new();
+    drop(cp.saved.take());
     let _ = RUNS.try_with(|runs| {
         let old = {
             let mut runs = runs.borrow_mut();
-            let run = &mut runs[cp.run];
+            let run = &mut runs[cp.run as usize];
             if run.resident.as_ref().is_some_and(|r| std::ptr::eq(&**r, g)) {
                 run.resident.take()
             } else {

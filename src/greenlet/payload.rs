@@ -70,57 +70,82 @@ pub(crate) fn raise_boxed(error: Option<Box<Error>>) -> ! {
     raise(error.map(|e| *e))
 }
 
-/// The type a suspended greenlet is waiting to receive.
-///
-/// Two cells rather than one `Cell` of a struct: a switch reads only the
-/// type id, and copying the whole struct out made that read a load
-/// spanning two stores (a store-forwarding stall on every switch).
+/// A type's identity and name, one per type in static memory
+/// ([`TypeInfo::of`]): records and messages carry a one-word reference.
 #[derive(Debug)]
-pub(crate) struct Expect {
-    id: Cell<TypeId>,
+pub(crate) struct TypeInfo {
+    /// `TypeId::of::<T>` as a function (a `TypeId` in a constant needs
+    /// Rust 1.91; the crate supports 1.85).
+    id: fn() -> TypeId,
     /// `type_name::<T>` as a function: one word instead of a `&str`.
-    name: Cell<fn() -> &'static str>,
+    name: fn() -> &'static str,
 }
+
+/// Holds [`TypeInfo`]'s per-type constant.
+struct InfoOf<T>(std::marker::PhantomData<T>);
+
+impl<T: 'static> InfoOf<T> {
+    const INFO: TypeInfo = TypeInfo {
+        id: TypeId::of::<T>,
+        name: std::any::type_name::<T>,
+    };
+}
+
+impl TypeInfo {
+    /// `T`'s info (a promoted constant: `'static`, no allocation).
+    #[inline(always)]
+    pub(crate) fn of<T: 'static>() -> &'static TypeInfo {
+        &InfoOf::<T>::INFO
+    }
+
+    /// Whether this is `T`'s info: the same address (the common case, one
+    /// compare), or, since a constant may be duplicated across codegen
+    /// units, the same id.
+    #[inline(always)]
+    fn is<T: 'static>(&self) -> bool {
+        std::ptr::eq(self, Self::of::<T>()) || (self.id)() == TypeId::of::<T>()
+    }
+}
+
+/// The type a suspended greenlet is waiting to receive: one word.
+#[derive(Debug)]
+pub(crate) struct Expect(Cell<&'static TypeInfo>);
 
 impl Expect {
     #[inline]
     pub(crate) fn of<T: 'static>() -> Self {
-        Expect {
-            id: Cell::new(TypeId::of::<T>()),
-            name: Cell::new(std::any::type_name::<T>),
-        }
+        Expect(Cell::new(TypeInfo::of::<T>()))
     }
 
     /// Records that the greenlet now waits for a `T`.
     #[inline]
     pub(crate) fn set<T: 'static>(&self) {
-        self.id.set(TypeId::of::<T>());
-        self.name.set(std::any::type_name::<T>);
+        self.0.set(TypeInfo::of::<T>());
     }
 
     /// Whether the greenlet waits for a `T`.
     #[inline]
     pub(crate) fn is<T: 'static>(&self) -> bool {
-        self.id.get() == TypeId::of::<T>()
+        self.0.get().is::<T>()
     }
 
     /// The name of the type the greenlet waits for.
     pub(crate) fn name(&self) -> &'static str {
-        (self.name.get())()
+        (self.0.get().name)()
     }
 }
 
 /// A pointer to an `Option<T>` on the sender's (suspended) stack, with
-/// `T`'s type id (checked without a vtable call).
+/// `T`'s [`TypeInfo`] (checked without a vtable call).
 ///
 /// # Invariant
 /// The pointee outlives the transfer: the sender stays suspended until the
 /// receiver has called [`Transfer::take`], which it does before any other
-/// switch can happen. `ptr` points at an `Option<T>` whose `TypeId::of::<T>()`
-/// is `type_id`.
+/// switch can happen. `ptr` points at an `Option<T>` whose `TypeInfo` is
+/// `ty`.
 pub(crate) struct Transfer {
     ptr: *mut (),
-    type_id: TypeId,
+    ty: &'static TypeInfo,
 }
 
 /// Moves the value out of `slot` into a [`Msg::Boxed`] (a copy-stack
@@ -136,14 +161,14 @@ impl Transfer {
     pub(crate) fn new<T: 'static>(slot: &mut Option<T>) -> Self {
         Transfer {
             ptr: (slot as *mut Option<T>).cast(),
-            type_id: TypeId::of::<T>(),
+            ty: TypeInfo::of::<T>(),
         }
     }
 
     /// Takes the value if it is a `T`.
     #[inline]
     fn take<T: 'static>(self) -> Option<T> {
-        if self.type_id != TypeId::of::<T>() {
+        if !self.ty.is::<T>() {
             return None;
         }
         // SAFETY: per the invariant, `ptr` is a live `Option<T>` (the type

@@ -568,7 +568,9 @@ impl<'a, T> Finished<'a, T> {
 
 /// Shared between a spawned greenlet and its handle.
 struct JoinState<T> {
-    result: RefCell<Option<Result<T, Error>>>,
+    /// The error boxed: an `Error` is seven words, and the state lives as
+    /// long as the greenlet.
+    result: RefCell<Option<Result<T, Box<Error>>>>,
     done: Cell<bool>,
     /// The result was taken or seen (by a join or a callback): a panic in
     /// it needs no report.
@@ -620,9 +622,9 @@ impl<T> JoinState<T> {
         let links = extra.map_or_else(Vec::new, |x| std::mem::take(&mut *x.links.borrow_mut()));
         let seen = links.iter().any(|(_, l)| matches!(l, Link::Callback(_)));
         if !self.handle_alive.get() && !seen {
-            report_if_panicked(&result);
+            report_if_panicked(result.as_ref().err());
         }
-        *self.result.borrow_mut() = Some(result);
+        *self.result.borrow_mut() = Some(result.map_err(Box::new));
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
         let waker = extra.and_then(|x| x.waker.borrow_mut().take());
@@ -646,9 +648,9 @@ impl<T> JoinState<T> {
     /// callback may use the handle). A panic in it is reported, not raised.
     fn run_callback(&self, g: &Greenlet, cb: Callback<T>) {
         self.taken.set(true);
-        let mut slot = self.result.borrow_mut().take();
+        let mut slot = self.result.borrow_mut().take().map(|r| r.map_err(|e| *e));
         let r = panic::catch_unwind(AssertUnwindSafe(|| cb(g, &mut slot)));
-        *self.result.borrow_mut() = slot;
+        *self.result.borrow_mut() = slot.map(|r| r.map_err(Box::new));
         if let Err(p) = r {
             if !p.is::<GreenletExit>() {
                 let msg = LAST_PANIC
@@ -660,8 +662,8 @@ impl<T> JoinState<T> {
     }
 }
 
-fn report_if_panicked<T>(result: &Result<T, Error>) {
-    if let Err(Error::Panicked { name, message, .. }) = result {
+fn report_if_panicked(error: Option<&Error>) {
+    if let Some(Error::Panicked { name, message, .. }) = error {
         eprintln!("greenhouse: greenlet '{name}' panicked and nobody joined it: {message}");
     }
 }
@@ -699,7 +701,7 @@ impl<T> JoinHandle<T> {
         let g = Rc::new(Inner::new(None, true, None, Expect::of::<()>()));
         g.state.set(State::Dead);
         let state = Rc::new(JoinState::new());
-        *state.result.borrow_mut() = Some(Err(e));
+        *state.result.borrow_mut() = Some(Err(Box::new(e)));
         state.done.set(true);
         JoinHandle {
             g: Greenlet::from_inner(g),
@@ -754,7 +756,7 @@ impl<T> JoinHandle<T> {
         match r {
             Some(r) => {
                 self.state.taken.set(true);
-                r
+                r.map_err(|e| *e)
             }
             None => Err(Error::ResultTaken),
         }
@@ -1051,7 +1053,7 @@ impl<T> JoinHandle<T> {
         }
         match self.state.result.borrow().as_ref() {
             Some(Ok(_)) => None,
-            Some(Err(e)) => Some(e.clone()),
+            Some(Err(e)) => Some((**e).clone()),
             None => Some(Error::ResultTaken),
         }
     }
@@ -1105,7 +1107,7 @@ impl<T> Drop for JoinHandle<T> {
         self.state.handle_alive.set(false);
         if self.state.done.get() && !self.state.taken.get() {
             if let Some(r) = self.state.result.borrow().as_ref() {
-                report_if_panicked(r);
+                report_if_panicked(r.as_ref().err().map(|e| &**e));
             }
         }
     }
