@@ -85,8 +85,10 @@ pub(crate) struct Inner {
     pub(crate) parent: RefCell<Option<Handle>>,
     /// Live [`Handle`]s: user handles and children's parent links. The
     /// trampoline's, the hub's and the greenlet's own references are not
-    /// counted: they do not make it reachable by `switch`.
-    pub(crate) handles: Cell<usize>,
+    /// counted: they do not make it reachable by `switch`. 32 bits, so it
+    /// shares a word with the flags (the process aborts on overflow, as
+    /// `Rc` does).
+    pub(crate) handles: Cell<u32>,
     /// Killed because it became unreachable: its outcome goes to nobody.
     pub(crate) reaped: Cell<bool>,
     pub(crate) coro: RefCell<Option<Coro>>,
@@ -317,7 +319,13 @@ pub(crate) struct Handle(Rc<Inner>);
 
 impl Handle {
     pub(crate) fn new(g: Rc<Inner>) -> Handle {
-        g.handles.set(g.handles.get() + 1);
+        // Four billion handles to one greenlet: abort, like `Rc`'s count.
+        let n = g
+            .handles
+            .get()
+            .checked_add(1)
+            .unwrap_or_else(|| std::process::abort());
+        g.handles.set(n);
         Handle(g)
     }
 

@@ -5,7 +5,7 @@
 //! A token wakes only the park it was made for: every park bumps the
 //! greenlet's generation, so a late or duplicate wake is ignored.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
@@ -318,8 +318,9 @@ pub(crate) fn yield_now() {
 /// time. The first waiter is stored inline: a join allocates nothing.
 #[derive(Default)]
 pub(crate) struct WaitList {
-    /// The oldest waiter, if any.
-    head: RefCell<Option<Token>>,
+    /// The oldest waiter, if any. A `Cell` (taken and put back): a word
+    /// smaller than a `RefCell`.
+    head: Cell<Option<Token>>,
     /// Later waiters, oldest first; allocated when a second waiter comes
     /// (a list is embedded in every join state and primitive, and most
     /// never have two waiters). Boxed on purpose: one word while unused
@@ -364,10 +365,11 @@ impl WaitList {
     /// `hub::wait`); the waiter removes it with
     /// [`remove_current`](Self::remove_current) when its park ends.
     pub(crate) fn push(&self, token: Token) {
-        let mut head = self.head.borrow_mut();
+        let head = self.head.take();
         if head.is_none() && self.rest_len() == 0 {
-            *head = Some(token);
+            self.head.set(Some(token));
         } else {
+            self.head.set(head);
             self.rest
                 .borrow_mut()
                 .get_or_insert_with(Box::default)
@@ -376,12 +378,13 @@ impl WaitList {
     }
 
     fn remove(&self, g: *const Inner) -> Option<Token> {
-        let mut head = self.head.borrow_mut();
+        let head = self.head.take();
         if head.as_ref().is_some_and(|t| Rc::as_ptr(&t.g) == g) {
-            let out = head.take();
-            *head = self.rest.borrow_mut().as_mut().and_then(|r| r.pop_front());
-            return out;
+            let next = self.rest.borrow_mut().as_mut().and_then(|r| r.pop_front());
+            self.head.set(next);
+            return head;
         }
+        self.head.set(head);
         let mut rest = self.rest.borrow_mut();
         let rest = rest.as_mut()?;
         let at = rest.iter().position(|t| Rc::as_ptr(&t.g) == g)?;
@@ -411,7 +414,7 @@ impl WaitList {
     /// Wakes every waiter (they leave the list now), oldest first, and
     /// keeps the tokens of those it woke in `woken`.
     pub(crate) fn wake_all_into(&self, ready: &ReadyQueue, woken: &mut Vec<Token>) {
-        let first = self.head.borrow_mut().take();
+        let first = self.head.take();
         let rest = self.take_rest();
         for t in first.into_iter().chain(rest) {
             if t.wake(ready, Woke::Ready) {
@@ -422,7 +425,7 @@ impl WaitList {
 
     /// Wakes every waiter (they leave the list now), oldest first.
     pub(crate) fn wake_all(&self, ready: &ReadyQueue) -> usize {
-        let Some(first) = self.head.borrow_mut().take() else {
+        let Some(first) = self.head.take() else {
             return 0;
         };
         let mut woken = usize::from(first.wake(ready, Woke::Ready));
@@ -440,10 +443,13 @@ impl WaitList {
     }
 
     pub(crate) fn len(&self) -> usize {
-        usize::from(self.head.borrow().is_some()) + self.rest_len()
+        usize::from(!self.is_empty()) + self.rest_len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.head.borrow().is_none()
+        let head = self.head.take();
+        let empty = head.is_none();
+        self.head.set(head);
+        empty
     }
 }

@@ -36,6 +36,7 @@ use crate::greenlet::{self, Inner};
 /// greenhouse::sleep(Duration::from_millis(10));
 /// assert!(t0.elapsed() >= Duration::from_millis(10));
 /// ```
+#[inline] // a thin wrapper: no frame of its own on a parked stack
 pub fn sleep(duration: Duration) {
     if duration.is_zero() {
         yield_now();
@@ -56,6 +57,7 @@ pub fn sleep(duration: Duration) {
 /// greenhouse::sleep_until(at);
 /// assert!(Instant::now() >= at);
 /// ```
+#[inline]
 pub fn sleep_until(deadline: Instant) {
     // Ending early is what an expired Timeout asks for; it reports itself.
     let _ = sleep_woke(deadline);

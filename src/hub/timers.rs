@@ -118,10 +118,13 @@ enum Place {
     Near,
 }
 
+/// One timer: 56 bytes with a `(Token, Woke)` value, kept small because
+/// every sleeping greenlet has one. Its tick is computed from `at` when it
+/// is placed.
 struct Entry<T> {
-    at: Instant,
+    /// The deadline, in nanoseconds from the wheel's base (`Wheel::ns_of`).
+    at: i64,
     seq: u64,
-    tick: u64,
     /// `None` once cancelled (or free).
     value: Option<T>,
     generation: u32,
@@ -154,8 +157,8 @@ pub(crate) struct Wheel<T> {
     slots: [[List; SLOTS]; LEVELS],
     /// Bit `s` of `occupied[l]`: `slots[l][s]` is not empty.
     occupied: [u64; LEVELS],
-    /// (deadline, sequence, index), earliest first.
-    near: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    /// (deadline in ns from `base`, sequence, index), earliest first.
+    near: BinaryHeap<Reverse<(i64, u64, u32)>>,
     seq: u64,
     live: usize,
 }
@@ -180,14 +183,35 @@ impl<T> Wheel<T> {
         self.live
     }
 
-    fn tick_of(&self, at: Instant) -> u64 {
-        let ns = at.saturating_duration_since(self.base).as_nanos();
-        u64::try_from(ns / TICK_NS).unwrap_or(u64::MAX)
+    /// `at` in nanoseconds from the base (negative before it), exact
+    /// within 292 years either way, saturating beyond.
+    fn ns_of(&self, at: Instant) -> i64 {
+        match at.checked_duration_since(self.base) {
+            Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            None => i64::try_from(self.base.duration_since(at).as_nanos()).map_or(i64::MIN, |n| -n),
+        }
+    }
+
+    /// The instant `ns` nanoseconds from the base (inverse of `ns_of`).
+    fn instant_of(&self, ns: i64) -> Instant {
+        let d = std::time::Duration::from_nanos(ns.unsigned_abs());
+        let at = if ns >= 0 {
+            self.base.checked_add(d)
+        } else {
+            self.base.checked_sub(d)
+        };
+        at.unwrap_or(self.base)
+    }
+
+    /// The tick of a deadline (tick 0 for one before the base).
+    fn tick_of(ns: i64) -> u64 {
+        u64::try_from(ns).map_or(0, |ns| ns / TICK_NS as u64)
     }
 
     /// Adds a timer firing `value` at `at`.
     pub(crate) fn insert(&mut self, at: Instant, value: T) -> TimerKey {
-        let tick = self.tick_of(at);
+        let at = self.ns_of(at);
+        let tick = Self::tick_of(at);
         let seq = self.seq;
         self.seq += 1;
         self.live += 1;
@@ -199,7 +223,6 @@ impl<T> Wheel<T> {
         let entry = Entry {
             at,
             seq,
-            tick,
             value: Some(value),
             generation: 0,
             place: Place::Free,
@@ -254,7 +277,7 @@ impl<T> Wheel<T> {
             match self.near.peek() {
                 Some(&Reverse((at, _, i))) => {
                     if self.entries[i as usize].value.is_some() {
-                        return Some(at);
+                        return Some(self.instant_of(at));
                     }
                     // Cancelled: drop it now that it surfaced.
                     self.near.pop();
@@ -284,14 +307,15 @@ impl<T> Wheel<T> {
     /// Puts entry `i` where its tick says: `near`, or a wheel slot.
     fn place(&mut self, i: u32) {
         let e = &self.entries[i as usize];
-        if e.tick <= self.elapsed {
+        let tick = Self::tick_of(e.at);
+        if tick <= self.elapsed {
             let key = (e.at, e.seq, i);
             self.entries[i as usize].place = Place::Near;
             self.near.push(Reverse(key));
             return;
         }
         // A tick beyond the wheel's span waits in the top level for now.
-        let tick = e.tick.min(self.elapsed + (MAX_SPAN - 1));
+        let tick = tick.min(self.elapsed + (MAX_SPAN - 1));
         let level = level_for(self.elapsed, tick);
         let slot = ((tick >> (BITS * level as u32)) as usize) & (SLOTS - 1);
         let list = &mut self.slots[level][slot];
@@ -405,6 +429,13 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::time::Duration;
+
+    /// Every sleeping greenlet has one entry (plus the slab's growth
+    /// slack): its size is part of a parked greenlet's memory (issue 21).
+    #[test]
+    fn an_entry_is_seven_words() {
+        assert_eq!(std::mem::size_of::<Entry<(Token, Woke)>>(), 56);
+    }
 
     /// A small deterministic generator (no dev-dependency needed).
     struct Lcg(u64);
