@@ -216,7 +216,8 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
                 // From now on the resuming greenlet's suspensions are
                 // forwarded through this frame's yielder (see Forward).
                 let fwd = Fwd::<S, Y> { y: cy };
-                let fp = NonNull::from(&fwd as &dyn Forward);
+                let fwd_dyn: *const dyn Forward = &fwd;
+                let fp = NonNull::from(&fwd_dyn);
                 sh.fwd.set(Some(fp));
                 greenlet::with_current(|c| c.forward.set(Some(fp)));
                 let y = Yielder::new(cy, sh.clone());
@@ -226,7 +227,7 @@ impl<S: 'static, Y: 'static, R: 'static> Generator<S, Y, R> {
                     Err(p) if p.is::<yielder::ThrowMarker>() => End::Thrown,
                     Err(p) => End::Unwound(p),
                 };
-                sh.fwd.set(None); // `fwd` dies with this frame
+                sh.fwd.set(None); // `fwd` and `fwd_dyn` die with this frame
                 end
             },
         );

@@ -3,11 +3,10 @@
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::panic;
-use std::ptr::NonNull;
 use std::rc::Rc;
 
 use super::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown};
-use crate::greenlet::{Forward, Inner, Msg};
+use crate::greenlet::{Forward, ForwardPtr, Inner, Msg};
 
 /// What the caller sends in when it resumes the generator.
 pub(crate) enum In<S> {
@@ -37,7 +36,7 @@ pub(crate) struct Shared {
     pub(crate) thrown: RefCell<Option<Thrown>>,
     /// The body's forwarder, while the body runs (set by its root, cleared
     /// before it returns).
-    pub(crate) fwd: Cell<Option<NonNull<dyn Forward>>>,
+    pub(crate) fwd: Cell<Option<ForwardPtr>>,
 }
 
 /// The body root's forwarder: suspends the generator's coroutine with

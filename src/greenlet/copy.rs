@@ -93,7 +93,10 @@ const RUNS_PER_SIZE: usize = 4;
 /// Creates a copy-stack greenlet's coroutine on its run stack.
 pub(crate) type Start = Box<dyn FnOnce(GreenletStack) -> Coro>;
 
-/// What a copy-stack greenlet's record adds.
+/// What a copy-stack greenlet's record adds. Every record has one, inline
+/// (a separate allocation cost a copy-stack greenlet more than the 56
+/// bytes cost the others); a greenlet with a stack of its own has `run ==
+/// OWN` and [`Copied::get`] hides it.
 pub(crate) struct Copied {
     /// Makes the coroutine at the first run; `None` after.
     start: Cell<Option<Start>>,
@@ -101,15 +104,36 @@ pub(crate) struct Copied {
     run: u32,
     /// `switch_out`'s stack pointer at its last suspension.
     sp: Cell<usize>,
-    /// Its live bytes while another greenlet is resident.
-    /// (Taken out and put back around each use: a `Cell` is a word
-    /// smaller than a `RefCell`, and every copy-stack record has one.)
-    saved: Cell<Vec<MaybeUninit<u8>>>,
-    /// Whether `saved` holds its bytes (it is not resident).
-    out: Cell<bool>,
+    /// Its live bytes while another greenlet is resident (the first `out`
+    /// bytes). Taken out and put back around each use: a `Cell` is a word
+    /// smaller than a `RefCell`, and every record has one.
+    saved: Cell<Box<[MaybeUninit<u8>]>>,
+    /// How many bytes at the start of `saved` are its stack; 0 while it is
+    /// resident (its bytes in place). The buffer is reused from park to
+    /// park, so it may be longer.
+    out: Cell<u32>,
 }
 
+/// `Copied::run` of a greenlet with a stack of its own.
+const OWN: u32 = u32::MAX;
+
 impl Copied {
+    /// The part of a record of a greenlet with a stack of its own.
+    pub(crate) fn own() -> Copied {
+        Copied {
+            start: Cell::new(None),
+            run: OWN,
+            sp: Cell::new(0),
+            saved: Cell::new(Box::default()),
+            out: Cell::new(0),
+        }
+    }
+
+    /// This, if the greenlet is a copy-stack greenlet.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> Option<&Copied> {
+        (self.run != OWN).then_some(self)
+    }
     /// Where [`switch_out`] records its stack pointer.
     #[inline]
     pub(crate) fn sp(&self) -> &Cell<usize> {
@@ -118,11 +142,8 @@ impl Copied {
 
     /// Bytes its stack holds on the heap now (0 while resident).
     pub(crate) fn saved_len(&self) -> usize {
-        if self.out.get() {
-            let saved = self.saved.take();
-            let n = saved.len();
-            self.saved.set(saved);
-            n
+        if self.out.get() != 0 {
+            self.out.get() as usize
         } else {
             0
         }
@@ -161,7 +182,7 @@ pub(crate) fn set_default(on: bool) {
 ///
 /// # Errors
 /// When no run stack can be allocated, or the thread is exiting.
-pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Box<Copied>, (usize, usize))> {
+pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Copied, (usize, usize))> {
     let size = stack::round_size(size);
     depth();
     let (run, bounds) = RUNS
@@ -180,17 +201,20 @@ pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Box<Copied>, (usize
                 let n = NEXT.with(|c| c.replace(c.get().wrapping_add(1)));
                 mine[n % mine.len()]
             };
-            let i = u32::try_from(i).map_err(|_| io::Error::other("too many run stacks"))?;
+            let i = u32::try_from(i)
+                .ok()
+                .filter(|&i| i != OWN)
+                .ok_or_else(|| io::Error::other("too many run stacks"))?;
             Ok((i, runs[i as usize].view.bounds()))
         })
         .unwrap_or_else(|_| Err(io::Error::other("thread is exiting: no run stacks")))?;
-    let copied = Box::new(Copied {
+    let copied = Copied {
         start: Cell::new(Some(start)),
         run,
         sp: Cell::new(0),
-        saved: Cell::new(Vec::new()),
-        out: Cell::new(false),
-    });
+        saved: Cell::new(Box::default()),
+        out: Cell::new(0),
+    };
     Ok((copied, bounds))
 }
 
@@ -201,7 +225,7 @@ pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Box<Copied>, (usize
 /// the thread is exiting. Page-stack greenlets return true at once.
 #[inline]
 pub(crate) fn enter(g: &Rc<Inner>) -> bool {
-    match g.copied.as_deref() {
+    match g.copied.get() {
         None => true,
         Some(cp) => enter_copied(g, cp),
     }
@@ -222,7 +246,7 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             }
             let rc = r
                 .copied
-                .as_deref()
+                .get()
                 .expect("only copy-stack greenlets are resident");
             let low = rc.sp.get().saturating_sub(depth()).max(bottom);
             let mut saved = rc.saved.take();
@@ -231,19 +255,23 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             // above; a resident has run and suspended through
             // `switch_out`, or it died and `leave` cleared it), and `g`
             // runs only after this returns.
-            unsafe { stack::save(low, top, &mut saved) };
+            let len = unsafe { stack::save(low, top, &mut saved) };
             rc.saved.set(saved);
-            rc.out.set(true);
+            // A stack is far smaller than 4 GiB (and never empty here:
+            // `low` is below the resident's frames).
+            rc.out
+                .set(u32::try_from(len).expect("a stack's live bytes fit in 32 bits"));
         }
         run.resident = Some(g.clone());
-        if cp.out.get() {
+        let len = cp.out.get() as usize;
+        if len != 0 {
             let saved = cp.saved.take();
             // SAFETY: `g`'s bytes came from this run stack's top, where
             // they go back; nothing runs there (the previous resident's
             // bytes were saved just above).
-            unsafe { stack::restore((top, bottom), &saved) };
+            unsafe { stack::restore((top, bottom), &saved[..len]) };
             cp.saved.set(saved);
-            cp.out.set(false);
+            cp.out.set(0);
         } else if let Some(start) = cp.start.take() {
             *g.coro.borrow_mut() = Some(start(GreenletStack::Run(run.view)));
         }
@@ -254,10 +282,10 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
 
 /// `g` died (or its record goes): it no longer occupies its run stack.
 pub(crate) fn leave(g: &Inner) {
-    let Some(cp) = g.copied.as_deref() else {
+    let Some(cp) = g.copied.get() else {
         return;
     };
-    cp.out.set(false);
+    cp.out.set(0);
     drop(cp.saved.take());
     let _ = RUNS.try_with(|runs| {
         let old = {

@@ -30,13 +30,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::panic::Location;
-use std::ptr::NonNull;
 use std::rc::Rc;
 
 use corosensei::{Coroutine, Yielder};
 
 use super::payload::{Expect, Inbox, Msg, Outcome};
-use super::trampoline::{Forward, Schedule};
+use super::trampoline::{ForwardPtr, Schedule};
 use crate::hub::Slot;
 use crate::stack::GreenletStack;
 
@@ -72,7 +71,10 @@ pub(crate) enum State {
 /// One greenlet. Shared through `Rc`; never leaves its thread.
 pub(crate) struct Inner {
     pub(crate) id: u64,
-    pub(crate) name: Option<Box<str>>,
+    /// Its name, if its builder gave one: boxed twice so that the field is
+    /// one word (most greenlets have none, every record pays the field).
+    #[allow(clippy::redundant_allocation)]
+    pub(crate) name: Option<Box<Box<str>>>,
     pub(crate) is_main: bool,
     /// Managed by the hub (spawned): finishes into the hub, not a parent.
     pub(crate) spawned: bool,
@@ -82,7 +84,9 @@ pub(crate) struct Inner {
     /// `None` for main and for spawned greenlets (their parent is the hub).
     /// A counted [`Handle`]: a child can deliver its result here, so the
     /// parent is reachable while the child exists.
-    pub(crate) parent: RefCell<Option<Handle>>,
+    /// (A `Cell`, read by taking and putting back: a word smaller than a
+    /// `RefCell`; see [`Inner::parent_rc`].)
+    pub(crate) parent: Cell<Option<Handle>>,
     /// Live [`Handle`]s: user handles and children's parent links. The
     /// trampoline's, the hub's and the greenlet's own references are not
     /// counted: they do not make it reachable by `switch`. 32 bits, so it
@@ -99,7 +103,7 @@ pub(crate) struct Inner {
     pub(crate) yielder: Cell<*const GreenletYielder>,
     /// While this greenlet resumes a generator: that generator's forwarder
     /// (see [`Forward`]); its suspensions go through it.
-    pub(crate) forward: Cell<Option<NonNull<dyn Forward>>>,
+    pub(crate) forward: Cell<Option<ForwardPtr>>,
     /// Its inbox: the message it will find when it is next resumed.
     pub(crate) pending: Inbox,
     /// Where it was created (`#[track_caller]` of `Greenlet::new` and
@@ -114,8 +118,9 @@ pub(crate) struct Inner {
     /// scopes, deferred exit, greenlet-locals). This layer never reads it.
     pub(crate) ext: Slot,
     /// A copy-stack greenlet's run stack binding and saved bytes
-    /// (`copy.rs`); `None` for a greenlet with a stack of its own.
-    pub(crate) copied: Option<Box<super::copy::Copied>>,
+    /// (`copy.rs`); read through `Copied::get`, which is `None` for a
+    /// greenlet with a stack of its own.
+    pub(crate) copied: super::copy::Copied,
 }
 
 impl Drop for Inner {
@@ -229,12 +234,12 @@ impl Inner {
     ) -> Self {
         Inner {
             id: next_id(),
-            name,
+            name: name.map(Box::new),
             is_main: false,
             spawned,
             state: Cell::new(State::NotStarted),
             expects,
-            parent: RefCell::new(parent),
+            parent: Cell::new(parent),
             handles: Cell::new(0),
             reaped: Cell::new(false),
             coro: RefCell::new(None),
@@ -247,13 +252,13 @@ impl Inner {
             prev: Cell::new(std::ptr::null()),
             next: Cell::new(std::ptr::null()),
             ext: Slot::default(),
-            copied: None,
+            copied: super::copy::Copied::own(),
         }
     }
 
     /// Makes this a copy-stack greenlet's record.
-    pub(crate) fn with_copied(mut self, copied: Box<super::copy::Copied>) -> Self {
-        self.copied = Some(copied);
+    pub(crate) fn with_copied(mut self, copied: super::copy::Copied) -> Self {
+        self.copied = copied;
         self
     }
 
@@ -281,6 +286,15 @@ impl Inner {
             Msg::Empty => Msg::Wake(super::payload::Woke::Ready),
             m => m,
         }
+    }
+
+    /// Its parent's record, if it has one.
+    pub(crate) fn parent_rc(&self) -> Option<Rc<Inner>> {
+        // Moving the handle out and back changes no count.
+        let p = self.parent.take();
+        let rc = p.as_ref().map(|h| h.rc().clone());
+        self.parent.set(p);
+        rc
     }
 
     /// The greenlet's name: the one given to its builder, or `Greenlet-<id>`.
@@ -477,7 +491,7 @@ pub(crate) fn with_running_identity(f: impl FnOnce(u64, &[u8])) {
     // the thread. The interrupted code cannot drop that count while the
     // handler runs on top of it.
     match unsafe { p.as_ref() } {
-        Some(g) => f(g.id, g.name.as_deref().map_or(&[][..], str::as_bytes)),
+        Some(g) => f(g.id, g.name.as_deref().map_or(&[][..], |n| n.as_bytes())),
         None => f(0, b"main"),
     }
 }

@@ -30,7 +30,7 @@ pub(crate) use inner::{
 };
 pub(crate) use payload::{Expect, Msg, Outcome, Woke, raise, raise_boxed};
 pub use payload::{GreenletExit, ThrownError};
-pub(crate) use trampoline::{Forward, Schedule, run_on_stack, suspend};
+pub(crate) use trampoline::{Forward, ForwardPtr, Schedule, run_on_stack, suspend};
 
 use crate::error::Error;
 use crate::stack;
@@ -321,7 +321,7 @@ impl Greenlet {
         // A copy-stack sender's stack may be moved out before the receiver
         // takes the value (copy.rs): send it boxed. One `deliver` for both
         // kinds, so that the switch path is inlined once.
-        let msg = if with_current(|c| c.copied.is_some()) {
+        let msg = if with_current(|c| c.copied.get().is_some()) {
             payload::boxed(&mut slot)
         } else {
             Msg::Value(payload::Transfer::new(&mut slot))
@@ -453,7 +453,7 @@ impl Greenlet {
     /// assert_eq!(g.parent(), Some(Greenlet::main()));
     /// ```
     pub fn parent(&self) -> Option<Greenlet> {
-        let p = self.inner.parent.borrow().as_ref().map(|h| h.rc().clone());
+        let p = self.inner.parent_rc();
         p.map(Greenlet::from_inner)
     }
 
@@ -486,10 +486,10 @@ impl Greenlet {
             if Rc::ptr_eq(&cur, self.inner.rc()) {
                 return Err(Error::ParentCycle);
             }
-            p = cur.parent.borrow().as_ref().map(|h| h.rc().clone());
+            p = cur.parent_rc();
         }
         let old = self.inner.parent.replace(Some(parent.inner.clone()));
-        drop(old); // may doom the old parent: after the borrow ends
+        drop(old); // may doom the old parent: after the new one is in place
         Ok(())
     }
 
@@ -594,11 +594,7 @@ impl Greenlet {
             // The range is a live pooled stack, mapped for the process's
             // life: mincore cannot fail on it.
             touched: stack::touched((top, bottom)).unwrap_or(0),
-            saved: self
-                .inner
-                .copied
-                .as_deref()
-                .map_or(0, copy::Copied::saved_len),
+            saved: self.inner.copied.get().map_or(0, copy::Copied::saved_len),
         })
     }
 }

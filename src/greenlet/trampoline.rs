@@ -11,6 +11,7 @@
 //! in the receiver's `pending` slot (its inbox) and suspends with only the
 //! target; the receiver takes its inbox when it runs again.
 
+use std::ptr::NonNull;
 use std::rc::Rc;
 
 use corosensei::CoroutineResult;
@@ -47,6 +48,11 @@ pub(crate) trait Schedule {
 /// request to whoever resumed it, on the stack below; that frame suspends
 /// the greenlet (forwarding again if it is itself inside a generator) and
 /// resumes the generator with the message the greenlet was woken with.
+/// A thin pointer to a forwarder: it points at a `*const dyn Forward` kept
+/// in the forwarding frame beside the forwarder itself, so the record
+/// field that holds it is one word.
+pub(crate) type ForwardPtr = NonNull<*const dyn Forward>;
+
 pub(crate) trait Forward {
     /// Suspends the greenlet as [`suspend`] would, from the resumer's frame.
     fn suspend(&self, target: Option<Rc<Inner>>) -> Msg;
@@ -78,7 +84,7 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     // exactly when `Yielder::suspend` may be called (for a copy-stack
     // greenlet, its bytes are in place: `copy::enter` ran before the resume).
     let y_ref = unsafe { &*y };
-    let mut resumed = match cur.copied.as_deref() {
+    let mut resumed = match cur.copied.get() {
         None => y_ref.suspend(target),
         Some(cp) => copy::switch_out(y_ref, target, cp.sp()),
     };
@@ -101,7 +107,7 @@ fn on_stack(cur: &Inner, y: *const inner::GreenletYielder, routine: fn()) -> Res
     // inside the `Coroutine::resume` of `run_on_stack`, and `y` is the
     // greenlet's live yielder.
     let y = unsafe { &*y };
-    match cur.copied.as_deref() {
+    match cur.copied.get() {
         None => y.suspend(None),
         Some(cp) => copy::switch_out(y, None, cp.sp()),
     }
@@ -148,13 +154,13 @@ pub(crate) fn run_on_stack(g: &Rc<Inner>, routine: fn()) -> bool {
 /// the common path stays small enough for corosensei's suspend to inline.
 #[cold]
 #[inline(never)]
-fn forwarded(f: std::ptr::NonNull<dyn Forward>, target: Option<Rc<Inner>>) -> Msg {
+fn forwarded(f: ForwardPtr, target: Option<Rc<Inner>>) -> Msg {
     // SAFETY: `forward` is set only while the generator it points into is
     // being resumed by this greenlet, and points at that generator's
-    // forwarder, which lives on the generator's stack for the whole resume
-    // (generator/mod.rs sets and restores it around `Coroutine::resume`).
-    // We are running inside that resume.
-    unsafe { f.as_ref().suspend(target) }
+    // pointer to its forwarder, both of which live on the generator's stack
+    // for the whole resume (generator/mod.rs sets and restores it around
+    // `Coroutine::resume`). We are running inside that resume.
+    unsafe { (**f.as_ptr()).suspend(target) }
 }
 
 /// The trampoline loop, on main's stack. Resumes greenlets until one hands
@@ -271,7 +277,7 @@ fn finish(g: &Rc<Inner>, outcome: Outcome) -> Option<Rc<Inner>> {
     if let Outcome::Done = outcome {
         return None; // a spawned greenlet already delivered its result
     }
-    let up = |g: &Inner| g.parent.borrow().as_ref().map(|h| h.rc().clone());
+    let up = |g: &Inner| g.parent_rc();
     let mut parent = up(g);
     if !g.spawned && !g.reaped.get() {
         while let Some(p) = parent {

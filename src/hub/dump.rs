@@ -621,7 +621,7 @@ fn info(
         State::NotStarted | State::Dead => GreenletState::NotStarted,
     };
     let in_hub = matches!(state, GreenletState::Parked | GreenletState::Ready);
-    let since = if in_hub { g.ext.since.get() } else { None };
+    let since = if in_hub { g.ext.since() } else { None };
     GreenletInfo {
         id: g.id,
         name: g.name(),
@@ -629,9 +629,9 @@ fn info(
         spawned: g.spawned,
         state,
         waiting_on: in_hub.then(|| g.ext.waiting.get()),
-        deadline: if in_hub { g.ext.until.get() } else { None },
+        deadline: if in_hub { g.ext.until() } else { None },
         since: since.map(|s| now.saturating_duration_since(s)),
-        parent: g.parent.borrow().as_ref().map(|p| p.id),
+        parent: g.parent_rc().map(|p| p.id),
         spawned_by: g.creator.get(),
         spawned_at: g.created_at.get(),
         backtrace: match (backtraces, running) {

@@ -197,15 +197,23 @@ fn park_on(
             }
         }
     }
-    let _cancel = CancelTimer(hub, timer);
+    let mut cancel = CancelTimer(hub, timer);
     let wake = match greenlet::suspend(None).into_wake() {
         Ok(wake) => wake,
         Err(thrown) => {
-            drop(_cancel);
+            drop(cancel);
             drop(cur);
             greenlet::raise_boxed(thrown);
         }
     };
+    if matches!(wake, Some(Woke::Deadline | Woke::TimedOut)) {
+        // Only this park's own timer wakes it with these (a token of an
+        // older park is ignored), and a timer that fired is gone: cancelling
+        // it would only touch its stale slab entry (a cache miss per
+        // sleeper in a big sleep).
+        cancel.1 = None;
+    }
+    drop(cancel);
     match wake {
         Some(Woke::TimedOut) => {
             super::timeout::mark_fired(&cur);

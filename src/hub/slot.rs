@@ -13,7 +13,8 @@
 use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::dump::WaitingOn;
 
@@ -56,9 +57,9 @@ pub(crate) struct Slot {
     /// What it waits for in its current (or latest) park, for the dump.
     pub(crate) waiting: Cell<WaitingOn>,
     /// That park's deadline, if it has one.
-    pub(crate) until: Cell<Option<Instant>>,
+    until: PackedInstant,
     /// When that park began, to the hub's tick (`Hub::clock`).
-    pub(crate) since: Cell<Option<Instant>>,
+    since: PackedInstant,
     /// Its `tracing` span (`trace.rs`).
     #[cfg(feature = "tracing")]
     pub(crate) span: std::cell::OnceCell<tracing::Span>,
@@ -100,6 +101,16 @@ impl Slot {
         self.since.set(Some(now));
     }
 
+    /// The latest park's deadline, if it had one.
+    pub(crate) fn until(&self) -> Option<Instant> {
+        self.until.get()
+    }
+
+    /// When the latest park began (`None` before the first).
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.since.get()
+    }
+
     /// Drops the greenlet-local values (their destructors may use other
     /// locals, so the list is not borrowed meanwhile). Installed as the
     /// greenlet layer's exit hook: it runs on the greenlet's own stack when
@@ -115,5 +126,62 @@ impl Slot {
             }
             drop(all);
         }
+    }
+}
+
+/// An optional instant in one word: nanoseconds after a process-wide
+/// epoch, plus one (0 is `None`). Two of these record a greenlet's park for
+/// the dump, at half the size of two `Option<Instant>`s.
+#[derive(Default)]
+struct PackedInstant(Cell<u64>);
+
+impl PackedInstant {
+    /// The epoch: an hour before the first use (so instants read a little
+    /// before it still fit), or that first use on a clock younger than an
+    /// hour. Instants before it read as the epoch; 584 years after, as the
+    /// last representable one.
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(|| {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+        })
+    }
+
+    #[inline]
+    fn set(&self, at: Option<Instant>) {
+        self.0.set(at.map_or(0, |at| {
+            let ns = at.saturating_duration_since(Self::epoch()).as_nanos();
+            u64::try_from(ns).unwrap_or(u64::MAX).min(u64::MAX - 1) + 1
+        }));
+    }
+
+    fn get(&self) -> Option<Instant> {
+        match self.0.get() {
+            0 => None,
+            n => Self::epoch().checked_add(Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_instant_reads_back_what_was_stored() {
+        let p = PackedInstant::default();
+        assert_eq!(p.get(), None);
+        let now = Instant::now();
+        for at in [
+            now,
+            now + Duration::from_secs(86_400 * 365),
+            now - Duration::from_secs(60),
+        ] {
+            p.set(Some(at));
+            assert_eq!(p.get(), Some(at));
+        }
+        p.set(None);
+        assert_eq!(p.get(), None);
     }
 }

@@ -150,27 +150,27 @@ fn unpoison(low: usize, top: usize) {
     let _ = (low, top);
 }
 
-/// Copies the bytes of `[low, top)` into `buf`, replacing its contents.
+/// Copies the bytes of `[low, top)` into the start of `buf`, which is
+/// replaced by a new buffer of exactly that size when it is too small or
+/// much too big (a deep stack's buffer is not kept for a shallow one).
+/// Returns the number of bytes copied.
 ///
 /// # Safety
 /// `[low, top)` lies inside one run stack, and no coroutine is running on
 /// that run stack.
-pub(crate) unsafe fn save(low: usize, top: usize, buf: &mut Vec<MaybeUninit<u8>>) {
+pub(crate) unsafe fn save(low: usize, top: usize, buf: &mut Box<[MaybeUninit<u8>]>) -> usize {
     let len = top - low;
-    buf.clear();
-    if buf.capacity() > 2 * len + 256 {
-        // Do not keep a deep stack's buffer for a shallow one.
-        *buf = Vec::new();
+    if buf.len() < len || buf.len() > 2 * len + 256 {
+        *buf = Box::new_uninit_slice(len);
     }
-    buf.reserve_exact(len);
     unpoison(low, top);
     // SAFETY: the caller's contract: `[low, top)` is mapped, readable
     // memory that nothing writes meanwhile; `buf` has room for `len` bytes.
     // The copy is untyped, so uninitialized bytes (frame padding) are fine.
     unsafe {
         std::ptr::copy_nonoverlapping(low as *const MaybeUninit<u8>, buf.as_mut_ptr(), len);
-        buf.set_len(len);
     }
+    len
 }
 
 /// Writes `buf` back to `[top - buf.len(), top)` on the run stack
