@@ -333,8 +333,9 @@ pub(crate) struct WaitList {
     /// (a list is embedded in every join state and primitive, and most
     /// never have two waiters). Boxed on purpose: one word while unused
     /// where a `VecDeque` is four.
+    /// A `Cell`, taken and put back (a word smaller than a `RefCell`).
     #[allow(clippy::box_collection)]
-    rest: RefCell<Option<Box<VecDeque<Token>>>>,
+    rest: Cell<Option<Box<VecDeque<Token>>>>,
 }
 
 impl WaitList {
@@ -378,38 +379,43 @@ impl WaitList {
             self.head.set(Some(token));
         } else {
             self.head.set(head);
-            self.rest
-                .borrow_mut()
-                .get_or_insert_with(Box::default)
-                .push_back(token);
+            self.with_rest(|r| r.get_or_insert_with(Box::default).push_back(token));
         }
     }
 
     fn remove(&self, g: *const Inner) -> Option<Token> {
         let head = self.head.take();
         if head.as_ref().is_some_and(|t| Rc::as_ptr(&t.g) == g) {
-            let next = self.rest.borrow_mut().as_mut().and_then(|r| r.pop_front());
+            let next = self.with_rest(|r| r.as_mut().and_then(|r| r.pop_front()));
             self.head.set(next);
             return head;
         }
         self.head.set(head);
-        let mut rest = self.rest.borrow_mut();
-        let rest = rest.as_mut()?;
-        let at = rest.iter().position(|t| Rc::as_ptr(&t.g) == g)?;
-        rest.remove(at)
+        self.with_rest(|rest| {
+            let rest = rest.as_mut()?;
+            let at = rest.iter().position(|t| Rc::as_ptr(&t.g) == g)?;
+            rest.remove(at)
+        })
+    }
+
+    /// Runs `f` on the waiters behind the first, taken out of their cell
+    /// meanwhile. `f` only moves tokens in and out (it drops none), so no
+    /// user code runs while the cell is empty.
+    fn with_rest<R>(&self, f: impl FnOnce(&mut Option<Box<VecDeque<Token>>>) -> R) -> R {
+        let mut rest = self.rest.take();
+        let r = f(&mut rest);
+        self.rest.set(rest);
+        r
     }
 
     /// How many waiters wait behind the first.
     fn rest_len(&self) -> usize {
-        self.rest.borrow().as_ref().map_or(0, |r| r.len())
+        self.with_rest(|r| r.as_ref().map_or(0, |r| r.len()))
     }
 
     /// Takes the waiters behind the first (the list keeps its allocation).
     fn take_rest(&self) -> VecDeque<Token> {
-        self.rest
-            .borrow_mut()
-            .as_mut()
-            .map(|r| std::mem::take(&mut **r))
+        self.with_rest(|r| r.as_mut().map(|r| std::mem::take(&mut **r)))
             .unwrap_or_default()
     }
 

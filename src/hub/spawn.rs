@@ -570,7 +570,8 @@ impl<'a, T> Finished<'a, T> {
 struct JoinState<T> {
     /// The error boxed: an `Error` is seven words, and the state lives as
     /// long as the greenlet.
-    result: RefCell<Option<Result<T, Box<Error>>>>,
+    /// A `Cell`, taken and put back (a word smaller than a `RefCell`).
+    result: Cell<Option<Result<T, Box<Error>>>>,
     done: Cell<bool>,
     /// The result was taken or seen (by a join or a callback): a panic in
     /// it needs no report.
@@ -596,7 +597,7 @@ struct Extra<T> {
 impl<T> JoinState<T> {
     fn new() -> Self {
         JoinState {
-            result: RefCell::new(None),
+            result: Cell::new(None),
             done: Cell::new(false),
             taken: Cell::new(false),
             handle_alive: Cell::new(true),
@@ -624,7 +625,7 @@ impl<T> JoinState<T> {
         if !self.handle_alive.get() && !seen {
             report_if_panicked(result.as_ref().err());
         }
-        *self.result.borrow_mut() = Some(result.map_err(Box::new));
+        self.result.set(Some(result.map_err(Box::new)));
         self.done.set(true);
         super::with(|hub| self.waiters.wake_all(&hub.ready));
         let waker = extra.and_then(|x| x.waker.borrow_mut().take());
@@ -648,9 +649,9 @@ impl<T> JoinState<T> {
     /// callback may use the handle). A panic in it is reported, not raised.
     fn run_callback(&self, g: &Greenlet, cb: Callback<T>) {
         self.taken.set(true);
-        let mut slot = self.result.borrow_mut().take().map(|r| r.map_err(|e| *e));
+        let mut slot = self.result.take().map(|r| r.map_err(|e| *e));
         let r = panic::catch_unwind(AssertUnwindSafe(|| cb(g, &mut slot)));
-        *self.result.borrow_mut() = slot.map(|r| r.map_err(Box::new));
+        self.result.set(slot.map(|r| r.map_err(Box::new)));
         if let Err(p) = r {
             if !p.is::<GreenletExit>() {
                 let msg = LAST_PANIC
@@ -701,7 +702,7 @@ impl<T> JoinHandle<T> {
         let g = Rc::new(Inner::new(None, true, None, Expect::of::<()>()));
         g.state.set(State::Dead);
         let state = Rc::new(JoinState::new());
-        *state.result.borrow_mut() = Some(Err(Box::new(e)));
+        state.result.set(Some(Err(Box::new(e))));
         state.done.set(true);
         JoinHandle {
             g: Greenlet::from_inner(g),
@@ -752,7 +753,7 @@ impl<T> JoinHandle<T> {
     }
 
     pub(crate) fn take(&self) -> Result<T, Error> {
-        let r = self.state.result.borrow_mut().take();
+        let r = self.state.result.take();
         match r {
             Some(r) => {
                 self.state.taken.set(true);
@@ -1051,11 +1052,14 @@ impl<T> JoinHandle<T> {
         if !self.state.done.get() {
             return None;
         }
-        match self.state.result.borrow().as_ref() {
+        let r = self.state.result.take();
+        let failure = match r.as_ref() {
             Some(Ok(_)) => None,
             Some(Err(e)) => Some((**e).clone()),
             None => Some(Error::ResultTaken),
-        }
+        };
+        self.state.result.set(r);
+        failure
     }
 
     /// Wakes `waker` when it finishes (the handle polled as a `Future`;
@@ -1106,9 +1110,11 @@ impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         self.state.handle_alive.set(false);
         if self.state.done.get() && !self.state.taken.get() {
-            if let Some(r) = self.state.result.borrow().as_ref() {
+            let r = self.state.result.take();
+            if let Some(r) = r.as_ref() {
                 report_if_panicked(r.as_ref().err().map(|e| &**e));
             }
+            self.state.result.set(r);
         }
     }
 }
