@@ -83,7 +83,6 @@ use std::sync::OnceLock;
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::inner::{Coro, GreenletYielder, Inner, Resume, State};
-use super::payload::Outcome;
 use crate::stack::{self, GreenletStack, RunView};
 
 /// Run stacks per stack size on one thread. Two greenlets that switch back
@@ -353,7 +352,7 @@ fn measure(pattern: u8) -> Option<usize> {
         GreenletStack::Own(st),
         move |y: &GreenletYielder, _: Resume| {
             switch_out(y, None, &seen);
-            Outcome::Done
+            None
         },
     );
     let CoroutineResult::Yield(_) = probe.resume(None) else {

@@ -34,7 +34,7 @@ use std::rc::Rc;
 
 use corosensei::{Coroutine, Yielder};
 
-use super::payload::{Expect, Inbox, Msg, Outcome};
+use super::payload::{Ending, Expect, Inbox, Msg};
 use super::trampoline::{ForwardPtr, Schedule};
 use crate::hub::Slot;
 use crate::stack::GreenletStack;
@@ -46,7 +46,7 @@ use crate::stack::GreenletStack;
 pub(crate) type Resume = Option<fn()>;
 
 /// The coroutine type every greenlet runs on; it yields who runs next.
-pub(crate) type Coro = Coroutine<Resume, Option<Rc<Inner>>, Outcome, GreenletStack>;
+pub(crate) type Coro = Coroutine<Resume, Option<Rc<Inner>>, Ending, GreenletStack>;
 
 /// The yielder of a greenlet's coroutine.
 pub(crate) type GreenletYielder = Yielder<Resume, Option<Rc<Inner>>>;

@@ -122,7 +122,7 @@ pub(crate) fn create(
         // on its own stack.
         inner::run_exit_hook(&me);
         drop(me);
-        outcome
+        outcome.into_ending()
     };
     let inner = if copy {
         let start: copy::Start = Box::new(move |s| Coroutine::with_stack(s, run));

@@ -351,7 +351,27 @@ pub(crate) enum Outcome {
     Failed(Box<Error>),
 }
 
+/// What a greenlet's coroutine returns: its [`Outcome`], boxed unless it
+/// is `Done` (a spawned greenlet's, which delivered its own result). One
+/// word, so that the coroutine's base frame, which stays on the stack
+/// while the greenlet lives, reserves one word for it.
+pub(crate) type Ending = Option<Box<Outcome>>;
+
 impl Outcome {
+    /// This outcome as a coroutine's return value.
+    #[inline]
+    pub(crate) fn into_ending(self) -> Ending {
+        match self {
+            Outcome::Done => None,
+            o => Some(Box::new(o)),
+        }
+    }
+
+    /// The outcome a coroutine returned.
+    pub(crate) fn of_ending(e: Ending) -> Outcome {
+        e.map_or(Outcome::Done, |o| *o)
+    }
+
     /// Classifies the result of `catch_unwind` around a greenlet body.
     pub(crate) fn from_result(r: std::thread::Result<Box<dyn Any>>) -> Self {
         match r {

@@ -255,8 +255,8 @@ fn resume(g: &Inner, ended: &mut Ended) -> Option<Rc<Inner>> {
     match coro.as_mut() {
         Some(c) if !c.done() => match c.resume(None) {
             CoroutineResult::Yield(target) => target,
-            CoroutineResult::Return(outcome) => {
-                *ended = Ended::Returned(outcome);
+            CoroutineResult::Return(ending) => {
+                *ended = Ended::Returned(Outcome::of_ending(ending));
                 None
             }
         },

@@ -332,8 +332,8 @@ pub(crate) struct WaitList {
     /// Later waiters, oldest first; allocated when a second waiter comes
     /// (a list is embedded in every join state and primitive, and most
     /// never have two waiters). Boxed on purpose: one word while unused
-    /// where a `VecDeque` is four.
-    /// A `Cell`, taken and put back (a word smaller than a `RefCell`).
+    /// where a `VecDeque` is four; in a `Cell`, taken and put back
+    /// (`with_rest`), a word smaller than a `RefCell`.
     #[allow(clippy::box_collection)]
     rest: Cell<Option<Box<VecDeque<Token>>>>,
 }
@@ -355,6 +355,7 @@ impl WaitList {
 
     /// Waits in this list until `done()` holds (checked first, and after
     /// every wake-up), `deadline` passes, or an armed `Timeout` expires.
+    #[inline] // into the primitive's wait: one frame fewer on a parked stack
     pub(crate) fn wait_until(
         &self,
         deadline: Option<Instant>,

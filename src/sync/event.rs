@@ -92,6 +92,7 @@ impl Event {
     /// # Errors
     /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires;
     /// [`Error::Deadlock`] if nothing could ever set it.
+    #[inline] // no frame of its own on a parked stack
     pub fn wait(&self) -> Result<(), Error> {
         self.wait_deadline(None).map_err(Woke::error)
     }
