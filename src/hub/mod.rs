@@ -67,8 +67,9 @@ pub(crate) struct Hub {
     pub(crate) probe: Arc<monitor::Probe>,
     /// The time at a recent tick boundary: when the hub read the clock
     /// anyway, and at least every [`CLOCK_EVERY`] ticks. Parks record it
-    /// (the dump's "since") without reading the clock themselves.
-    pub(crate) clock: Cell<Instant>,
+    /// (the dump's "since") without reading the clock themselves; packed
+    /// as they store it.
+    pub(crate) clock: Cell<slot::PackedInstant>,
     /// Ticks left before the clock is read on the fast path.
     clock_in: Cell<u32>,
     /// Work from other threads ran since the last blocking poll (see
@@ -131,7 +132,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
                 remote: OnceCell::new(),
                 remote_waits: RemoteWaits::default(),
                 probe: monitor::register(),
-                clock: Cell::new(Instant::now()),
+                clock: Cell::new(slot::PackedInstant::of(Some(Instant::now()))),
                 clock_in: Cell::new(CLOCK_EVERY),
                 remote_busy: Cell::new(false),
                 idle_hook: Cell::new(None),
@@ -314,14 +315,15 @@ impl Schedule for Hub {
                 let n = self.clock_in.get();
                 if n == 0 {
                     self.clock_in.set(CLOCK_EVERY);
-                    self.clock.set(Instant::now());
+                    self.clock
+                        .set(slot::PackedInstant::of(Some(Instant::now())));
                 } else {
                     self.clock_in.set(n - 1);
                 }
                 continue;
             }
             let now = Instant::now();
-            self.clock.set(now);
+            self.clock.set(slot::PackedInstant::of(Some(now)));
             self.timers.fire_due(now, &self.ready);
             if !self.wait_for_events(now, !self.ready.is_empty()) {
                 return None;

@@ -57,9 +57,9 @@ pub(crate) struct Slot {
     /// What it waits for in its current (or latest) park, for the dump.
     pub(crate) waiting: Cell<WaitingOn>,
     /// That park's deadline, if it has one.
-    until: PackedInstant,
+    until: Cell<PackedInstant>,
     /// When that park began, to the hub's tick (`Hub::clock`).
-    since: PackedInstant,
+    since: Cell<PackedInstant>,
     /// Its `tracing` span (`trace.rs`).
     #[cfg(feature = "tracing")]
     pub(crate) span: std::cell::OnceCell<tracing::Span>,
@@ -93,22 +93,23 @@ impl Slot {
         self.cold.get().map(|c| &**c)
     }
 
-    /// Records a park for the dump: three stores, no clock read.
+    /// Records a park for the dump: three stores (and the deadline packed,
+    /// if it has one), no clock read.
     #[inline(always)]
-    pub(crate) fn note_park(&self, on: WaitingOn, until: Option<Instant>, now: Instant) {
+    pub(crate) fn note_park(&self, on: WaitingOn, until: Option<Instant>, now: PackedInstant) {
         self.waiting.set(on);
-        self.until.set(until);
-        self.since.set(Some(now));
+        self.until.set(PackedInstant::of(until));
+        self.since.set(now);
     }
 
     /// The latest park's deadline, if it had one.
     pub(crate) fn until(&self) -> Option<Instant> {
-        self.until.get()
+        self.until.get().get()
     }
 
     /// When the latest park began (`None` before the first).
     pub(crate) fn since(&self) -> Option<Instant> {
-        self.since.get()
+        self.since.get().get()
     }
 
     /// Drops the greenlet-local values (their destructors may use other
@@ -131,9 +132,10 @@ impl Slot {
 
 /// An optional instant in one word: nanoseconds after a process-wide
 /// epoch, plus one (0 is `None`). Two of these record a greenlet's park for
-/// the dump, at half the size of two `Option<Instant>`s.
-#[derive(Default)]
-struct PackedInstant(Cell<u64>);
+/// the dump, at half the size of two `Option<Instant>`s; the hub keeps its
+/// clock packed, so a park's "since" is a copy.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct PackedInstant(u64);
 
 impl PackedInstant {
     /// The epoch: an hour before the first use (so instants read a little
@@ -148,16 +150,18 @@ impl PackedInstant {
         })
     }
 
+    /// `at`, packed.
     #[inline]
-    fn set(&self, at: Option<Instant>) {
-        self.0.set(at.map_or(0, |at| {
+    pub(crate) fn of(at: Option<Instant>) -> PackedInstant {
+        PackedInstant(at.map_or(0, |at| {
             let ns = at.saturating_duration_since(Self::epoch()).as_nanos();
             u64::try_from(ns).unwrap_or(u64::MAX).min(u64::MAX - 1) + 1
-        }));
+        }))
     }
 
-    fn get(&self) -> Option<Instant> {
-        match self.0.get() {
+    /// The instant back.
+    pub(crate) fn get(self) -> Option<Instant> {
+        match self.0 {
             0 => None,
             n => Self::epoch().checked_add(Duration::from_nanos(n - 1)),
         }
@@ -170,18 +174,15 @@ mod tests {
 
     #[test]
     fn a_packed_instant_reads_back_what_was_stored() {
-        let p = PackedInstant::default();
-        assert_eq!(p.get(), None);
+        assert_eq!(PackedInstant::default().get(), None);
+        assert_eq!(PackedInstant::of(None).get(), None);
         let now = Instant::now();
         for at in [
             now,
             now + Duration::from_secs(86_400 * 365),
             now - Duration::from_secs(60),
         ] {
-            p.set(Some(at));
-            assert_eq!(p.get(), Some(at));
+            assert_eq!(PackedInstant::of(Some(at)).get(), Some(at));
         }
-        p.set(None);
-        assert_eq!(p.get(), None);
     }
 }
