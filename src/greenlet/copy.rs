@@ -82,7 +82,7 @@ use std::sync::OnceLock;
 
 use corosensei::{Coroutine, CoroutineResult};
 
-use super::inner::{Coro, GreenletYielder, Inner, Resume, State};
+use super::inner::{Coro, CoroSlot, GreenletYielder, Inner, Resume, State};
 use crate::stack::{self, GreenletStack, RunView};
 
 /// Run stacks per stack size on one thread. Two greenlets that switch back
@@ -97,8 +97,6 @@ pub(crate) type Start = Box<dyn FnOnce(GreenletStack) -> Coro>;
 /// bytes cost the others); a greenlet with a stack of its own has `run ==
 /// OWN` and [`Copied::get`] hides it.
 pub(crate) struct Copied {
-    /// Makes the coroutine at the first run; `None` after.
-    start: Cell<Option<Start>>,
     /// Its run stack: an index into `RUNS`.
     run: u32,
     /// `switch_out`'s stack pointer at its last suspension.
@@ -120,7 +118,6 @@ impl Copied {
     /// The part of a record of a greenlet with a stack of its own.
     pub(crate) fn own() -> Copied {
         Copied {
-            start: Cell::new(None),
             run: OWN,
             sp: Cell::new(0),
             saved: Cell::new(Box::default()),
@@ -181,7 +178,7 @@ pub(crate) fn set_default(on: bool) {
 ///
 /// # Errors
 /// When no run stack can be allocated, or the thread is exiting.
-pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Copied, (usize, usize))> {
+pub(crate) fn bind(size: usize) -> io::Result<(Copied, (usize, usize))> {
     let size = stack::round_size(size);
     depth();
     let (run, bounds) = RUNS
@@ -208,7 +205,6 @@ pub(crate) fn bind(size: usize, start: Start) -> io::Result<(Copied, (usize, usi
         })
         .unwrap_or_else(|_| Err(io::Error::other("thread is exiting: no run stacks")))?;
     let copied = Copied {
-        start: Cell::new(Some(start)),
         run,
         sp: Cell::new(0),
         saved: Cell::new(Box::default()),
@@ -271,8 +267,14 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             unsafe { stack::restore((top, bottom), &saved[..len]) };
             cp.saved.set(saved);
             cp.out.set(0);
-        } else if let Some(start) = cp.start.take() {
-            *g.coro.borrow_mut() = Some(start(GreenletStack::Run(run.view)));
+        } else {
+            // Its first run: make its coroutine (nothing runs yet).
+            let mut slot = g.coro.borrow_mut();
+            if matches!(*slot, CoroSlot::Start(_)) {
+                if let CoroSlot::Start(start) = std::mem::replace(&mut *slot, CoroSlot::Empty) {
+                    *slot = CoroSlot::Made(start(GreenletStack::Run(run.view)));
+                }
+            }
         }
         true
     })

@@ -48,6 +48,30 @@ pub(crate) type Resume = Option<fn()>;
 /// The coroutine type every greenlet runs on; it yields who runs next.
 pub(crate) type Coro = Coroutine<Resume, Option<Rc<Inner>>, Ending, GreenletStack>;
 
+/// A greenlet's coroutine, or what makes it.
+pub(crate) enum CoroSlot {
+    /// None: main's, or a buried greenlet's.
+    Empty,
+    /// A copy-stack greenlet that has not run yet: what makes its
+    /// coroutine on its run stack at its first run (`copy::enter`). Kept
+    /// here rather than beside the copy-stack part, so the two share the
+    /// slot's 48 bytes.
+    Start(super::copy::Start),
+    /// Its coroutine.
+    Made(Coro),
+}
+
+impl CoroSlot {
+    /// The coroutine, once it is made.
+    #[inline]
+    pub(crate) fn made(&mut self) -> Option<&mut Coro> {
+        match self {
+            CoroSlot::Made(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// The yielder of a greenlet's coroutine.
 pub(crate) type GreenletYielder = Yielder<Resume, Option<Rc<Inner>>>;
 
@@ -95,7 +119,7 @@ pub(crate) struct Inner {
     pub(crate) handles: Cell<u32>,
     /// Killed because it became unreachable: its outcome goes to nobody.
     pub(crate) reaped: Cell<bool>,
-    pub(crate) coro: RefCell<Option<Coro>>,
+    pub(crate) coro: RefCell<CoroSlot>,
     /// The coroutine's stack, `(top, bottom)`; `(0, 0)` for main. Kept
     /// here because the coroutine is borrowed while it runs.
     pub(crate) stack: Cell<(usize, usize)>,
@@ -242,7 +266,7 @@ impl Inner {
             parent: Cell::new(parent),
             handles: Cell::new(0),
             reaped: Cell::new(false),
-            coro: RefCell::new(None),
+            coro: RefCell::new(CoroSlot::Empty),
             stack: Cell::new((0, 0)),
             yielder: Cell::new(std::ptr::null()),
             forward: Cell::new(None),
@@ -315,11 +339,11 @@ impl Inner {
         self.state.set(State::Dead);
         super::copy::leave(self);
         self.yielder.set(std::ptr::null());
-        let coro = self.coro.borrow_mut().take();
+        let coro = std::mem::replace(&mut *self.coro.borrow_mut(), CoroSlot::Empty);
         match coro {
             // Dropping a suspended coroutine would force-unwind frames that
             // own this very record (see Ownership); never do that.
-            Some(c) if c.started() && !c.done() => std::mem::forget(c),
+            CoroSlot::Made(c) if c.started() && !c.done() => std::mem::forget(c),
             c => drop(c),
         }
         run_exit_hook(self);

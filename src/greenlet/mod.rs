@@ -126,16 +126,17 @@ pub(crate) fn create(
     };
     let inner = if copy {
         let start: copy::Start = Box::new(move |s| Coroutine::with_stack(s, run));
-        let (copied, bounds) = copy::bind(stack_size, start)?;
+        let (copied, bounds) = copy::bind(stack_size)?;
         let inner = inner::new_rc(move || make().with_copied(copied));
         inner.stack.set(bounds);
+        *inner.coro.borrow_mut() = inner::CoroSlot::Start(start);
         inner
     } else {
         let stack = stack::take(stack_size, clean_stack)?;
         let inner = inner::new_rc(make);
         inner.stack.set(stack.bounds());
         *inner.coro.borrow_mut() =
-            Some(Coroutine::with_stack(stack::GreenletStack::Own(stack), run));
+            inner::CoroSlot::Made(Coroutine::with_stack(stack::GreenletStack::Own(stack), run));
         inner
     };
     inner.created_at.set(Some(at));

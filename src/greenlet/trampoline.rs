@@ -134,7 +134,7 @@ pub(crate) fn run_on_stack(g: &Rc<Inner>, routine: fn()) -> bool {
     let Ok(mut coro) = g.coro.try_borrow_mut() else {
         return false;
     };
-    let Some(c) = coro.as_mut().filter(|c| c.started() && !c.done()) else {
+    let Some(c) = coro.made().filter(|c| c.started() && !c.done()) else {
         return false;
     };
     // A copy-stack greenlet's bytes must be in place; not possible when its
@@ -252,7 +252,7 @@ enum Ended {
 #[inline(never)]
 fn resume(g: &Inner, ended: &mut Ended) -> Option<Rc<Inner>> {
     let mut coro = g.coro.borrow_mut();
-    match coro.as_mut() {
+    match coro.made() {
         Some(c) if !c.done() => match c.resume(None) {
             CoroutineResult::Yield(target) => target,
             CoroutineResult::Return(ending) => {
