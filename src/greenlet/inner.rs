@@ -676,3 +676,15 @@ pub(crate) fn install_scheduler(s: Rc<dyn Schedule>) {
         *c.sched.borrow_mut() = Some(s);
     });
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// Every parked greenlet has a record: its size is part of a parked
+    /// greenlet's memory (issue 21), so growing it should be a decision.
+    /// (The `tracing` feature adds each greenlet's span.)
+    #[cfg(not(feature = "tracing"))]
+    #[test]
+    fn a_record_is_280_bytes() {
+        assert_eq!(std::mem::size_of::<super::Inner>(), 280);
+    }
+}

@@ -347,8 +347,18 @@ enum Start {
 fn started<T>(st: &JoinState<T>) -> bool {
     let first = greenlet::with_current(Inner::take_msg);
     if let Msg::Wake(_) = first {
+        // A wake-up owns nothing: no drop glue on the common path.
+        std::mem::forget(first);
         return true;
     }
+    not_started(first, st)
+}
+
+/// [`started`] for anything but a wake-up: a kill before the start ends
+/// the greenlet with its error.
+#[cold]
+#[inline(never)]
+fn not_started<T>(first: Msg, st: &JoinState<T>) -> bool {
     match first.into_throw() {
         Ok(t) => {
             st.complete(Err(t.map_or(Error::Killed, |e| *e)));
