@@ -93,7 +93,7 @@ const RUNS_PER_SIZE: usize = 4;
 pub(crate) type Start = Box<dyn FnOnce(GreenletStack) -> Coro>;
 
 /// What a copy-stack greenlet's record adds. Every record has one, inline
-/// (a separate allocation cost a copy-stack greenlet more than the 56
+/// (a separate allocation cost a copy-stack greenlet more than these 32
 /// bytes cost the others); a greenlet with a stack of its own has `run ==
 /// OWN` and [`Copied::get`] hides it.
 pub(crate) struct Copied {

@@ -280,7 +280,7 @@ impl Inbox {
         let mut words = [MaybeUninit::<u64>::uninit(); WORDS];
         for (i, w) in words.iter_mut().enumerate() {
             // SAFETY: `Msg` is `repr(u64)`, so it is 8-byte aligned and a
-            // whole number of words (the const assertion below); word `i`
+            // whole number of words (the const assertion above); word `i`
             // lies inside the cell. Volatile keeps each an 8-byte load.
             // Copying `MaybeUninit` words keeps padding and pointer
             // provenance intact.

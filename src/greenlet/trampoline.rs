@@ -48,15 +48,15 @@ pub(crate) trait Schedule {
 /// request to whoever resumed it, on the stack below; that frame suspends
 /// the greenlet (forwarding again if it is itself inside a generator) and
 /// resumes the generator with the message the greenlet was woken with.
-/// A thin pointer to a forwarder: it points at a `*const dyn Forward` kept
-/// in the forwarding frame beside the forwarder itself, so the record
-/// field that holds it is one word.
-pub(crate) type ForwardPtr = NonNull<*const dyn Forward>;
-
 pub(crate) trait Forward {
     /// Suspends the greenlet as [`suspend`] would, from the resumer's frame.
     fn suspend(&self, target: Option<Rc<Inner>>) -> Msg;
 }
+
+/// A thin pointer to a forwarder: it points at a `*const dyn Forward` kept
+/// in the forwarding frame beside the forwarder itself, so the record
+/// field that holds it is one word.
+pub(crate) type ForwardPtr = NonNull<*const dyn Forward>;
 
 /// Hands control to `target` (whose inbox the caller has filled), or to the
 /// scheduler when `target` is `None`, and returns the message the current

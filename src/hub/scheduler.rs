@@ -296,7 +296,7 @@ fn raise_deferred_exit(cur: &Inner) {
     if cur.ext.deferred_exit.get() && !(cur.ext.cancelled.get() && std::thread::panicking()) {
         cur.ext.deferred_exit.set(false);
         cur.ext.cancelled.set(false);
-        greenlet::raise(cur.ext.cold_if().and_then(|k| k.deferred_error.take()));
+        greenlet::raise(cur.ext.take_deferred_error());
     }
 }
 

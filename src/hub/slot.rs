@@ -87,6 +87,11 @@ impl Slot {
         self.cold.get_or_init(Box::default)
     }
 
+    /// The error of a deferred kill, taking it (`None` for a plain kill).
+    pub(crate) fn take_deferred_error(&self) -> Option<crate::error::Error> {
+        self.cold_if().and_then(|c| c.deferred_error.take())
+    }
+
     /// The rarely used part, if it was ever used.
     #[inline]
     pub(crate) fn cold_if(&self) -> Option<&Cold> {

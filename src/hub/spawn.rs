@@ -401,10 +401,7 @@ fn finish<T>(r: std::thread::Result<T>, st: &JoinState<T>) {
 #[inline(never)]
 fn deferred_kill() -> Option<Error> {
     if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) {
-        Some(
-            greenlet::with_current(|c| c.ext.cold_if().and_then(|k| k.deferred_error.take()))
-                .unwrap_or(Error::Killed),
-        )
+        Some(greenlet::with_current(|c| c.ext.take_deferred_error()).unwrap_or(Error::Killed))
     } else {
         None
     }
@@ -428,8 +425,7 @@ fn unwound(p: Box<dyn std::any::Any + Send>) -> Error {
     if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) {
         greenlet::with_current(|c| c.ext.cancelled.set(false));
         LAST_PANIC.with(|l| l.borrow_mut().take());
-        return greenlet::with_current(|c| c.ext.cold_if().and_then(|k| k.deferred_error.take()))
-            .unwrap_or(Error::Killed);
+        return greenlet::with_current(|c| c.ext.take_deferred_error()).unwrap_or(Error::Killed);
     }
     let message = LAST_PANIC
         .with(|l| l.borrow_mut().take())
@@ -578,9 +574,9 @@ impl<'a, T> Finished<'a, T> {
 
 /// Shared between a spawned greenlet and its handle.
 struct JoinState<T> {
-    /// The error boxed: an `Error` is seven words, and the state lives as
-    /// long as the greenlet.
-    /// A `Cell`, taken and put back (a word smaller than a `RefCell`).
+    /// The error boxed (an `Error` is seven words, and the state lives as
+    /// long as the greenlet), in a `Cell` taken and put back (a word
+    /// smaller than a `RefCell`).
     result: Cell<Option<Result<T, Box<Error>>>>,
     done: Cell<bool>,
     /// The result was taken or seen (by a join or a callback): a panic in
