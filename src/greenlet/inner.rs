@@ -126,7 +126,8 @@ pub(crate) struct Inner {
     /// Set by the body on first resume; valid while the coroutine lives.
     pub(crate) yielder: Cell<*const GreenletYielder>,
     /// While this greenlet resumes a generator: that generator's forwarder
-    /// (see [`Forward`]); its suspensions go through it.
+    /// (see [`Forward`](super::trampoline::Forward)); its suspensions go
+    /// through it.
     pub(crate) forward: Cell<Option<ForwardPtr>>,
     /// Its inbox: the message it will find when it is next resumed.
     pub(crate) pending: Inbox,
