@@ -47,10 +47,19 @@ fn a_greenlet_receives_the_signals_it_waits_for() {
             t.set(t.get() + 1);
         }
     });
-    greenhouse::sleep(Duration::from_millis(5));
+    // The ticker gets turns while the waiter waits (bounded generously: on
+    // a loaded machine, under ASan, a few milliseconds may pass unticked).
+    let t0 = std::time::Instant::now();
+    while ticks.get() == 0 && t0.elapsed() < Duration::from_secs(10) {
+        greenhouse::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        ticks.get() > 0,
+        "the ticker never ran while the waiter waited"
+    );
+    assert!(!waiter.is_ready());
     raise(sig);
     assert_eq!(waiter.join().unwrap(), Ok(sig));
-    assert!(ticks.get() > 0);
     ticker.kill().unwrap();
 }
 
