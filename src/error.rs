@@ -22,9 +22,9 @@ pub enum Error {
     /// the receiver waits for.
     WrongType {
         /// The type the receiver waits for.
-        expected: &'static str,
+        expected: TypeName,
         /// What was offered.
-        found: &'static str,
+        found: TypeName,
     },
     /// Setting this parent would make a cycle of parents.
     ParentCycle,
@@ -38,17 +38,10 @@ pub enum Error {
     TimedOut,
     /// The greenlet was killed (died of [`GreenletExit`](crate::GreenletExit)).
     Killed,
-    /// The greenlet panicked; `message` holds the panic message and location.
-    /// [`Error::into_panic`] gives back the payload, to
-    /// [`resume_unwind`](std::panic::resume_unwind) it.
-    Panicked {
-        /// The greenlet's name.
-        name: String,
-        /// The panic message, with its source location when known.
-        message: String,
-        /// The panic's own payload.
-        payload: PanicPayload,
-    },
+    /// The greenlet panicked: [`Panic`] holds its name, the panic message
+    /// and location, and the payload ([`Error::into_panic`] gives it back,
+    /// to [`resume_unwind`](std::panic::resume_unwind) it).
+    Panicked(Panic),
     /// Nothing can ever wake the caller: no greenlet is ready, no timer is
     /// pending and nobody waits for IO (gevent's `LoopExit`).
     Deadlock,
@@ -94,8 +87,8 @@ impl fmt::Display for Error {
             Error::Invalid(why) => f.write_str(why),
             Error::TimedOut => f.write_str("timed out"),
             Error::Killed => f.write_str("the greenlet was killed"),
-            Error::Panicked { name, message, .. } => {
-                write!(f, "greenlet '{name}' panicked: {message}")
+            Error::Panicked(p) => {
+                write!(f, "greenlet '{}' panicked: {}", p.name(), p.message())
             }
             Error::Deadlock => f.write_str(
                 "this operation would block forever: nothing is ready, scheduled or waiting for IO",
@@ -125,7 +118,7 @@ impl PartialEq for Error {
                 },
             ) => a == c && b == d,
             (Invalid(a), Invalid(b)) => a == b,
-            (Panicked { payload: a, .. }, Panicked { payload: b, .. }) => a == b,
+            (Panicked(a), Panicked(b)) => a == b,
             (Spawn(a), Spawn(b)) => a.kind() == b.kind() && a.to_string() == b.to_string(),
             (Custom(a), Custom(b)) => Arc::ptr_eq(a, b) || a.to_string() == b.to_string(),
             (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
@@ -162,9 +155,7 @@ impl Error {
     /// ```
     pub fn into_panic(self) -> Option<Box<dyn Any + Send + 'static>> {
         match self {
-            Error::Panicked {
-                message, payload, ..
-            } => Some(payload.take().unwrap_or_else(|| Box::new(message))),
+            Error::Panicked(p) => Some(p.into_panic()),
             _ => None,
         }
     }
@@ -200,35 +191,157 @@ impl Error {
     }
 }
 
-/// The payload a greenlet panicked with, kept by [`Error::Panicked`] (see
-/// [`Error::into_panic`]). Shared by clones of the error; equal only to
-/// itself.
+/// A greenlet's panic, as [`Error::Panicked`] carries it: the greenlet's
+/// name, the panic message and the panic's own payload. One word, shared
+/// by clones of the error (the payload goes to the first
+/// [`into_panic`](Panic::into_panic)); equal only to its clones.
+///
+/// # Examples
+///
+/// ```
+/// use greenhouse::Error;
+///
+/// let h = greenhouse::Builder::new()
+///     .name("worker")
+///     .spawn(|| -> u8 { panic!("out of cheese") })
+///     .unwrap();
+/// match h.join() {
+///     Err(Error::Panicked(p)) => {
+///         assert_eq!(p.name(), "worker");
+///         assert!(p.message().contains("out of cheese"));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Clone)]
-pub struct PanicPayload(Arc<Mutex<Option<Box<dyn Any + Send + 'static>>>>);
+pub struct Panic(Arc<PanicInner>);
 
-impl PanicPayload {
-    pub(crate) fn new(p: Box<dyn Any + Send + 'static>) -> PanicPayload {
-        PanicPayload(Arc::new(Mutex::new(Some(p))))
+struct PanicInner {
+    name: String,
+    message: String,
+    payload: Mutex<Option<Box<dyn Any + Send + 'static>>>,
+}
+
+impl Panic {
+    pub(crate) fn new(name: String, message: String, payload: Box<dyn Any + Send>) -> Panic {
+        Panic(Arc::new(PanicInner {
+            name,
+            message,
+            payload: Mutex::new(Some(payload)),
+        }))
     }
 
-    fn take(&self) -> Option<Box<dyn Any + Send + 'static>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The panicking greenlet's name (or what panicked: `"blocking task"`,
+    /// `"tokio task"`, a runtime hub's name).
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The panic message, with its source location when known.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The panic's payload, to [`resume_unwind`](std::panic::resume_unwind)
+    /// it. Clones share it: the first to call this gets it, later ones get
+    /// the message as a `String`.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        let taken = self
+            .0
+            .payload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        taken.unwrap_or_else(|| Box::new(self.0.message.clone()))
     }
 }
 
-impl fmt::Debug for PanicPayload {
+impl fmt::Debug for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PanicPayload")
+        f.debug_struct("Panic")
+            .field("name", &self.0.name)
+            .field("message", &self.0.message)
+            .finish_non_exhaustive()
     }
 }
 
-impl PartialEq for PanicPayload {
-    fn eq(&self, other: &PanicPayload) -> bool {
+impl PartialEq for Panic {
+    fn eq(&self, other: &Panic) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl Eq for PanicPayload {}
+impl Eq for Panic {}
+
+/// A Rust type's name, as [`std::any::type_name`] gives it, in one word
+/// (it is read when asked for). Derefs to the name: compare it, print it or
+/// search it like a `&str`.
+///
+/// # Examples
+///
+/// ```
+/// let name = greenhouse::TypeName::of::<u32>();
+/// assert_eq!(name, "u32");
+/// assert!(name.contains("32"));
+/// ```
+#[derive(Clone, Copy)]
+pub struct TypeName(fn() -> &'static str);
+
+impl TypeName {
+    /// The name of `T`.
+    pub fn of<T: ?Sized>() -> TypeName {
+        TypeName(std::any::type_name::<T>)
+    }
+
+    /// A name given by a function returning it (`TypeInfo` keeps one).
+    pub(crate) fn from_fn(name: fn() -> &'static str) -> TypeName {
+        TypeName(name)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &'static str {
+        (self.0)()
+    }
+}
+
+impl std::ops::Deref for TypeName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for TypeName {
+    fn eq(&self, other: &TypeName) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TypeName {}
+
+impl PartialEq<str> for TypeName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for TypeName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 impl From<Error> for io::Error {
     /// Maps to the closest [`io::ErrorKind`]. A kill is `Other`, never
@@ -245,6 +358,16 @@ impl From<Error> for io::Error {
         io::Error::new(kind, e)
     }
 }
+
+/// An [`Error::Panicked`] for a panic of `name` with payload `p`.
+pub(crate) fn panicked(name: String, p: Box<dyn Any + Send>) -> Error {
+    let message = panic_message(p.as_ref());
+    Error::Panicked(Panic::new(name, message, p))
+}
+
+// An `Error` is three words: every `Result` of the crate's API carries one,
+// and a parked greenlet's frames hold them (copied, for copy-stack ones).
+const _: () = assert!(std::mem::size_of::<Error>() == 24);
 
 /// The message of a panic payload (`&str` or `String`), or a placeholder.
 pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {

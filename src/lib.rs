@@ -88,7 +88,7 @@ pub mod sync;
 pub mod threadpool;
 
 pub use bridge::{wait_future, wait_future_timeout};
-pub use error::{Error, PanicPayload};
+pub use error::{Error, Panic, TypeName};
 pub use generator::{Generator, GeneratorError, GeneratorExit, GeneratorState, Thrown, Yielder};
 pub use greenlet::{Greenlet, GreenletExit, StackUsage, ThrownError};
 pub use hub::{

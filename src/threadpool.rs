@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use crate::error::{Error, PanicPayload, panic_message};
+use crate::error::{Error, panicked};
 use crate::hub::remote::remote_wait;
 use crate::hub::scheduler::Woke;
 
@@ -138,11 +138,7 @@ impl ThreadPool {
         let r = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         match r {
             Some(Ok(v)) => Ok(v),
-            Some(Err(p)) => Err(Error::Panicked {
-                name: "blocking task".into(),
-                message: panic_message(p.as_ref()),
-                payload: PanicPayload::new(p),
-            }),
+            Some(Err(p)) => Err(panicked("blocking task".into(), p)),
             // The waker fired without a result: the task was dropped unrun.
             None => Err(Error::spawn(io::Error::other(
                 "the blocking task was dropped",

@@ -320,7 +320,7 @@ fn join_handles_are_futures() {
         let c = spawn(|| -> u32 { panic!("boom") });
         let (ra, rb, rc) = wait_future(async { futures::join!(a, b, c) }).unwrap();
         assert_eq!((ra, rb), (Ok(1), Ok(2)));
-        assert!(matches!(rc, Err(Error::Panicked { .. })));
+        assert!(matches!(rc, Err(Error::Panicked(_))));
     });
 }
 
@@ -349,7 +349,7 @@ fn remote_tasks_are_awaited_from_another_thread() {
         .unwrap();
     let tasks = futures::executor::block_on(async { futures::join!(ok, panics, killed) });
     assert_eq!(tasks.0, Ok(None));
-    assert!(matches!(tasks.1, Err(Error::Panicked { .. })));
+    assert!(matches!(tasks.1, Err(Error::Panicked(_))));
     assert_eq!(tasks.2, Err(Error::Killed));
     hub_thread.join().unwrap();
     // The hub's thread has exited: a later spawn fails at once.

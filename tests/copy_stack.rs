@@ -228,7 +228,7 @@ fn panics_come_out_of_join() {
         .unwrap();
     let other = copied().spawn(|| nest(1, 3, 3)).unwrap();
     match h.join() {
-        Err(Error::Panicked { message, .. }) => assert!(message.contains("boom")),
+        Err(Error::Panicked(p)) => assert!(p.message().contains("boom")),
         r => panic!("unexpected {r:?}"),
     }
     assert_eq!(other.join().unwrap(), expected(1, 3));

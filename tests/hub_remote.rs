@@ -155,7 +155,7 @@ fn spawn_blocking_runs_while_other_greenlets_make_progress() {
 fn a_panic_in_a_blocking_call_comes_back_as_an_error() {
     let r: Result<(), Error> = spawn_blocking(|| panic!("disk on fire"));
     match r {
-        Err(Error::Panicked { message, .. }) => assert!(message.contains("disk on fire")),
+        Err(Error::Panicked(p)) => assert!(p.message().contains("disk on fire")),
         other => panic!("unexpected {other:?}"),
     }
     // The pool still works afterwards.

@@ -204,8 +204,9 @@ fn a_panic_is_isolated_and_returned_by_join() {
         3
     });
     match bad.join() {
-        Err(Error::Panicked { name, message, .. }) => {
-            assert_eq!(name, "the-bad-one");
+        Err(Error::Panicked(p)) => {
+            let message = p.message();
+            assert_eq!(p.name(), "the-bad-one");
             assert!(message.contains("boom 42"), "{message}");
             assert!(
                 message.contains("hub_spawn_join.rs"),
@@ -323,7 +324,7 @@ fn a_destructor_may_block_while_its_greenlet_unwinds_and_others_panic() {
         sleep(Duration::from_millis(10));
         7
     });
-    assert!(matches!(panicker.join(), Err(Error::Panicked { .. })));
+    assert!(matches!(panicker.join(), Err(Error::Panicked(_))));
     assert_eq!(normal.join(), Ok(7));
     assert_eq!(victim.join(), Err(Error::Killed));
     assert!(finished.get(), "the blocking destructor completed");
@@ -339,7 +340,7 @@ fn errors_keep_what_they_carry() {
     // A panic's own payload comes back, to `resume_unwind` it.
     let h = spawn(|| -> u8 { std::panic::panic_any(7u64) });
     let e = h.join().unwrap_err();
-    assert!(matches!(e, Error::Panicked { .. }));
+    assert!(matches!(e, Error::Panicked(_)));
     let again = e.clone();
     assert_eq!(e.into_panic().unwrap().downcast_ref::<u64>(), Some(&7));
     // A clone whose payload was already taken gets the message instead.

@@ -257,7 +257,7 @@ fn call_runs_on_the_other_hub_and_parks_only_the_caller() {
         .call(|| -> u8 { panic!("boom over there") })
         .unwrap_err();
     assert!(
-        matches!(&e, Error::Panicked { message, .. } if message.contains("boom over there")),
+        matches!(&e, Error::Panicked(p) if p.message().contains("boom over there")),
         "{e:?}"
     );
     assert_eq!(hub.call(|| 5), Ok(5));

@@ -47,7 +47,7 @@ fn slots_come_back_however_a_member_ends() {
     let panics = pool.spawn(|| -> u8 { panic!("member failed") }).unwrap();
     let sleeper = pool.spawn(|| sleep(Duration::from_secs(60))).unwrap();
     assert!(pool.is_full());
-    assert!(matches!(panics.join(), Err(Error::Panicked { .. })));
+    assert!(matches!(panics.join(), Err(Error::Panicked(_))));
     sleeper.kill().unwrap();
     assert_eq!(pool.free_count(), 2);
     // A member killed before it ever ran also gives its slot back.

@@ -65,7 +65,7 @@ fn a_panic_on_one_hub_is_reported_and_the_others_finish() {
         f.fetch_add(1, Ordering::Relaxed);
     });
     match r {
-        Err(Error::Panicked { message, .. }) => assert!(message.contains("hub one gives up")),
+        Err(Error::Panicked(p)) => assert!(p.message().contains("hub one gives up")),
         other => panic!("expected the panic, got {other:?}"),
     }
     assert_eq!(finished.load(Ordering::Relaxed), 1, "hub 0's work was lost");

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use tokio::runtime::Handle;
 
-use crate::error::{Error, PanicPayload, panic_message};
+use crate::error::{Error, panicked};
 
 /// Runs `fut` as a task on the bridge's background tokio runtime and
 /// parks the calling greenlet until it finishes; returns its output.
@@ -72,14 +72,7 @@ where
     let mut task = AbortOnDrop(handle.spawn(fut));
     match super::wait_future(&mut task.0)? {
         Ok(v) => Ok(v),
-        Err(e) if e.is_panic() => {
-            let p = e.into_panic();
-            Err(Error::Panicked {
-                name: "tokio task".into(),
-                message: panic_message(p.as_ref()),
-                payload: PanicPayload::new(p),
-            })
-        }
+        Err(e) if e.is_panic() => Err(panicked("tokio task".into(), e.into_panic())),
         Err(_) => Err(Error::Killed),
     }
 }

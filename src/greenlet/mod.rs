@@ -28,9 +28,9 @@ pub(crate) use inner::{
     Handle, Inner, State, current_is_spawned, current_ptr, current_rc, install_scheduler,
     live_records, main_rc, next_id, set_exit_hook, with_current, with_running_identity,
 };
-pub(crate) use payload::{Expect, Msg, Outcome, Woke, raise, raise_boxed};
+pub(crate) use payload::{Expect, Msg, Outcome, Resumed, Woke, raise, raise_thrown};
 pub use payload::{GreenletExit, ThrownError};
-pub(crate) use trampoline::{Forward, ForwardPtr, Schedule, run_on_stack, suspend};
+pub(crate) use trampoline::{Forward, ForwardPtr, Schedule, run_on_stack, suspend, suspend_wake};
 
 use crate::error::Error;
 use crate::stack;
@@ -315,7 +315,7 @@ impl Greenlet {
         if !target.expects.is::<T>() {
             return Err(Error::WrongType {
                 expected: target.expects.name(),
-                found: std::any::type_name::<T>(),
+                found: crate::TypeName::of::<T>(),
             });
         }
         let mut slot = Some(value);

@@ -6,7 +6,7 @@
 //! Only a finished greenlet's return value is boxed, once, because its stack
 //! is gone by the time the parent reads it.
 
-use crate::error::Error;
+use crate::error::{Error, TypeName};
 use std::any::{Any, TypeId};
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -130,8 +130,8 @@ impl Expect {
     }
 
     /// The name of the type the greenlet waits for.
-    pub(crate) fn name(&self) -> &'static str {
-        (self.0.get().name)()
+    pub(crate) fn name(&self) -> TypeName {
+        TypeName::from_fn(self.0.get().name)
     }
 }
 
@@ -163,6 +163,11 @@ impl Transfer {
             ptr: (slot as *mut Option<T>).cast(),
             ty: TypeInfo::of::<T>(),
         }
+    }
+
+    /// The name of the value's type.
+    fn type_name(&self) -> TypeName {
+        TypeName::from_fn(self.ty.name)
     }
 
     /// Takes the value if it is a `T`.
@@ -295,6 +300,59 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    /// What a parked greenlet was resumed with, read in place: a wake-up
+    /// is taken (an empty inbox reads as `Woke::Ready`, as
+    /// `Inner::take_msg` does), a throw is left for [`raise_thrown`], and
+    /// anything else is dropped. One byte comes back, so the park's frame
+    /// keeps no copy of the message.
+    #[inline(always)]
+    pub(crate) fn take_wake(&self) -> Resumed {
+        // SAFETY: as in `is_empty`: no reference into the cell exists and
+        // nothing writes it while this one lives; the `Woke` is copied out
+        // before the borrow ends.
+        let woke = match unsafe { &*self.0.as_ptr() } {
+            Msg::Empty => return Resumed::Woke(Woke::Ready),
+            Msg::Wake(w) => *w,
+            Msg::Throw | Msg::ThrowError(_) => return Resumed::Thrown,
+            _ => {
+                self.take().discard();
+                return Resumed::Other;
+            }
+        };
+        // What was read owns nothing.
+        self.overwrite_empty(Msg::Empty);
+        Resumed::Woke(woke)
+    }
+}
+
+/// What a parked greenlet was resumed with ([`Inbox::take_wake`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resumed {
+    /// The hub woke it.
+    Woke(Woke),
+    /// A message that is not a wake-up (dropped: an explicit switch cannot
+    /// reach a parked greenlet, so it is spurious).
+    Other,
+    /// A throw, still in the inbox: [`raise_thrown`] raises it.
+    Thrown,
+}
+
+/// Raises the throw that waits in the current greenlet's inbox (after
+/// [`Inbox::take_wake`] said [`Resumed::Thrown`]), out of line.
+#[cold]
+#[inline(never)]
+pub(crate) fn raise_thrown() -> ! {
+    let msg = super::inner::with_current(|c| c.pending.take());
+    match msg.into_throw() {
+        Ok(e) => raise_boxed(e),
+        Err(other) => unreachable!(
+            "a park was resumed by a throw that is no longer in the inbox ({:?})",
+            std::mem::discriminant(&other)
+        ),
+    }
+}
+
 impl Msg {
     /// Drops a message, skipping the generic drop for the variants that own
     /// nothing (a value still on its sender's stack stays the sender's), so
@@ -318,19 +376,19 @@ impl Msg {
         }
     }
 
-    /// What a parked greenlet was resumed with: `Ok` with the wake reason
-    /// (`None` for a message that is not a wake-up, dropped here), or `Err`
-    /// with a throw's error (as [`into_throw`](Self::into_throw)). Two words,
-    /// so that the park's frame keeps no copy of the message.
-    #[inline(always)]
-    pub(crate) fn into_wake(self) -> Result<Option<Woke>, Option<Box<Error>>> {
+    /// [`Inbox::take_wake`] for a message already taken out of `inbox`
+    /// (the scheduler's and a forwarder's paths): a throw goes back into
+    /// `inbox`.
+    pub(crate) fn into_resumed(self, inbox: &Inbox) -> Resumed {
         match self {
-            Msg::Wake(w) => Ok(Some(w)),
-            Msg::Throw => Err(None),
-            Msg::ThrowError(e) => Err(Some(e)),
+            Msg::Wake(w) => Resumed::Woke(w),
+            Msg::Throw | Msg::ThrowError(_) => {
+                inbox.put(self);
+                Resumed::Thrown
+            }
             other => {
                 other.discard();
-                Ok(None)
+                Resumed::Other
             }
         }
     }
@@ -404,30 +462,35 @@ impl Outcome {
 #[inline]
 pub(crate) fn receive<R: 'static>(msg: Msg) -> Result<R, Error> {
     match msg {
-        Msg::Value(t) => match t.take::<R>() {
-            Some(v) => Ok(v),
-            None => Err(Error::WrongType {
-                expected: std::any::type_name::<R>(),
-                found: "a value of another type",
-            }),
-        },
+        Msg::Value(t) => {
+            let found = t.type_name();
+            match t.take::<R>() {
+                Some(v) => Ok(v),
+                None => Err(Error::WrongType {
+                    expected: TypeName::of::<R>(),
+                    found,
+                }),
+            }
+        }
         other => receive_slow(other),
     }
 }
 
 #[cold]
 fn receive_slow<R: 'static>(msg: Msg) -> Result<R, Error> {
-    let mismatch = |found: &'static str| Error::WrongType {
-        expected: std::any::type_name::<R>(),
-        found,
-    };
     match msg {
-        Msg::Value(_) => Err(mismatch("a value of another type")),
+        Msg::Value(t) => Err(Error::WrongType {
+            expected: TypeName::of::<R>(),
+            found: t.type_name(),
+        }),
         Msg::Boxed(b) => match b.downcast::<R>() {
             Ok(v) => Ok(*v),
-            Err(_) => Err(mismatch(
-                "the return value of a finished greenlet, of another type",
-            )),
+            Err(_) => Err(Error::WrongType {
+                expected: TypeName::of::<R>(),
+                found: TypeName::from_fn(
+                    || "the return value of a finished greenlet, of another type",
+                ),
+            }),
         },
         Msg::Panic(p) => panic::resume_unwind(p),
         Msg::Throw => raise(None),

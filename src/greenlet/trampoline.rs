@@ -18,7 +18,7 @@ use corosensei::CoroutineResult;
 
 use super::copy;
 use super::inner::{self, Inner, Resume, State};
-use super::payload::{Msg, Outcome, Woke};
+use super::payload::{Msg, Outcome, Resumed, Woke};
 
 /// What the hub provides to the trampoline.
 pub(crate) trait Schedule {
@@ -63,6 +63,31 @@ pub(crate) type ForwardPtr = NonNull<*const dyn Forward>;
 /// greenlet is resumed with. From main this runs the trampoline loop in place.
 #[inline(always)]
 pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
+    suspend_then(target, Inner::take_msg, |_, m| m)
+}
+
+/// [`suspend`] to the scheduler for a park: returns what the greenlet was
+/// resumed with in one byte ([`Inbox::take_wake`](super::payload::Inbox::take_wake)),
+/// without a message-sized slot in the caller's frame (the frame a parked
+/// greenlet keeps, and a copy-stack greenlet copies).
+#[inline(always)]
+pub(crate) fn suspend_wake() -> Resumed {
+    suspend_then(
+        None,
+        |cur| cur.pending.take_wake(),
+        |cur, m| m.into_resumed(&cur.pending),
+    )
+}
+
+/// The body of [`suspend`]: `take` reads the current greenlet's inbox when
+/// it is resumed on its own stack; `convert` turns the message of the rare
+/// paths (main, a forwarding generator) into the same result, out of line.
+#[inline(always)]
+fn suspend_then<R>(
+    target: Option<Rc<Inner>>,
+    take: impl FnOnce(&Inner) -> R,
+    convert: impl FnOnce(&Inner, Msg) -> R,
+) -> R {
     let cur = inner::current_ptr();
     // SAFETY: CURRENT is live (inner.rs invariant), and stays live across
     // the suspension below: a non-main greenlet's record is owned by its
@@ -71,10 +96,10 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     // Ownership); main's is owned by the thread context.
     let cur = unsafe { &*cur };
     if let Some(f) = cur.forward.get() {
-        return forwarded(f, target);
+        return converted(cur, || forwarded(f, target), convert);
     }
     if cur.is_main {
-        return drive(target);
+        return converted(cur, || drive(target), convert);
     }
     let y = cur.yielder.get();
     debug_assert!(!y.is_null());
@@ -93,7 +118,18 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
     while let Some(routine) = resumed {
         resumed = on_stack(cur, y, routine);
     }
-    cur.take_msg()
+    take(cur)
+}
+
+/// `convert(cur, get())`, out of line: the message's slot lives in this
+/// frame, not in the suspending caller's.
+#[inline(never)]
+fn converted<R>(
+    cur: &Inner,
+    get: impl FnOnce() -> Msg,
+    convert: impl FnOnce(&Inner, Msg) -> R,
+) -> R {
+    convert(cur, get())
 }
 
 /// Runs `routine` for [`run_on_stack`] and suspends back to its caller.

@@ -183,64 +183,112 @@ fn park_on(
     scoped: bool,
     register: impl FnOnce(Token),
 ) -> Woke {
-    let cur = greenlet::current_rc();
-    let timer = match prepare_park(hub, &cur, deadline, on, scoped, register) {
-        Ok(t) => t,
-        Err(woke) => return woke,
-    };
-    // Cancels the timer on every exit path, including a kill's unwind.
-    struct CancelTimer<'a>(&'a super::Hub, Option<super::timers::TimerKey>);
-    impl Drop for CancelTimer<'_> {
-        fn drop(&mut self) {
-            if let Some(k) = self.1.take() {
-                drop(self.0.timers.cancel(k));
-            }
+    let prepared = prepare_park(hub, deadline, on, scoped, register);
+    if let Some(woke) = prepared.ended() {
+        return woke;
+    }
+    // This is the frame a parked greenlet keeps (and a copy-stack one
+    // copies): only the hub and the one-word `prepared` live across the
+    // suspension, what it was resumed with comes back in a byte, and
+    // everything after is out of line.
+    //
+    // No guard cancels the timer if the suspension unwinds: it never does.
+    // A kill comes back as `Resumed::Thrown` and is raised by `end_park`
+    // after the timer is dropped; corosensei unwinds a suspended coroutine
+    // only when it is dropped or unwound by force, and a parked greenlet's
+    // coroutine is neither (its record outlives the park, owned by its body
+    // frame; one left at thread teardown is leaked, not unwound: inner.rs,
+    // `doom`; a generator is unwound by force only at a yield, not at a park
+    // (`Generator::close`)). Were it to happen, the timer would only fire
+    // late for a stale park, which ignores it.
+    let resumed = greenlet::suspend_wake();
+    end_park(hub, prepared, resumed)
+}
+
+/// How [`prepare_park`] left a park, in one word (returned in a
+/// register, kept in one across the suspension): 0 for a park without a
+/// timer, `1 + w` for a park that ended before it began with `Woke` `w`,
+/// and `ENDED_MAX + 1 + key` for a park whose timer is `key`.
+#[derive(Clone, Copy)]
+struct Prepared(u64);
+
+impl Prepared {
+    /// Every `Woke`, by its encoding minus one.
+    const WOKES: [Woke; 4] = [Woke::Ready, Woke::Deadline, Woke::TimedOut, Woke::Deadlock];
+    /// The encodings above 0 that say how a park ended early.
+    const ENDED_MAX: u64 = Self::WOKES.len() as u64;
+
+    fn timer(key: Option<super::timers::TimerKey>) -> Prepared {
+        // A key's bits are below `u64::MAX - ENDED_MAX` (its index is never
+        // `u32::MAX`, the wheel's end-of-list mark), so this cannot wrap.
+        Prepared(key.map_or(0, |k| k.to_bits() + Self::ENDED_MAX + 1))
+    }
+
+    fn ended_with(w: Woke) -> Prepared {
+        let at = Self::WOKES.iter().position(|&x| x == w).unwrap_or(0);
+        Prepared(1 + at as u64)
+    }
+
+    #[inline(always)]
+    fn ended(self) -> Option<Woke> {
+        match self.0 {
+            0 => None,
+            n if n <= Self::ENDED_MAX => Some(Self::WOKES[(n - 1) as usize]),
+            _ => None,
         }
     }
-    let mut cancel = CancelTimer(hub, timer);
-    let wake = match greenlet::suspend(None).into_wake() {
-        Ok(wake) => wake,
-        Err(thrown) => {
-            drop(cancel);
-            drop(cur);
-            greenlet::raise_boxed(thrown);
-        }
-    };
-    if matches!(wake, Some(Woke::Deadline | Woke::TimedOut)) {
-        // Only this park's own timer wakes it with these (a token of an
-        // older park is ignored), and a timer that fired is gone: cancelling
-        // it would only touch its stale slab entry (a cache miss per
-        // sleeper in a big sleep).
-        cancel.1 = None;
+
+    fn key(self) -> Option<super::timers::TimerKey> {
+        (self.0 > Self::ENDED_MAX)
+            .then(|| super::timers::TimerKey::from_bits(self.0 - Self::ENDED_MAX - 1))
     }
-    drop(cancel);
-    match wake {
-        Some(Woke::TimedOut) => {
-            super::timeout::mark_fired(&cur);
+}
+
+/// Everything [`park_on`] does after its greenlet is resumed: drops the
+/// park's timer unless it fired, raises a throw, notes a fired `Timeout`
+/// scope.
+#[inline(never)]
+fn end_park(hub: &super::Hub, prepared: Prepared, resumed: greenlet::Resumed) -> Woke {
+    let timer = prepared.key();
+    // Only this park's own timer wakes it with `Deadline` or `TimedOut` (a
+    // token of an older park is ignored), and a timer that fired is gone:
+    // cancelling it would only touch its stale slab entry (a cache miss
+    // per sleeper in a big sleep).
+    let fired = matches!(
+        resumed,
+        greenlet::Resumed::Woke(Woke::Deadline | Woke::TimedOut)
+    );
+    if let (Some(k), false) = (timer, fired) {
+        drop(hub.timers.cancel(k));
+    }
+    match resumed {
+        greenlet::Resumed::Thrown => greenlet::raise_thrown(),
+        greenlet::Resumed::Woke(Woke::TimedOut) => {
+            super::timeout::mark_fired(&greenlet::current_rc());
             Woke::TimedOut
         }
-        Some(w) => w,
+        greenlet::Resumed::Woke(w) => w,
         // An explicit switch cannot reach a parked greenlet; anything but a
         // wake-up is spurious (callers re-check their condition).
-        None => Woke::Ready,
+        greenlet::Resumed::Other => Woke::Ready,
     }
 }
 
 /// Everything [`park_on`] does before it suspends: the new park
 /// generation, the effective deadline, the registration, the timer, the
 /// dump's and tracing's notes. Returns the timer, or how the park ended
-/// before it began (the deadline had passed). Out of line: the frame that stays on a parked
+/// before it began (the deadline had passed), in one word. Out of line: the frame that stays on a parked
 /// greenlet's stack is then only `park_on`'s, which matters to copy-stack
 /// greenlets (their parked stack is copied).
 #[inline(never)]
 fn prepare_park(
     hub: &super::Hub,
-    cur: &Rc<Inner>,
     deadline: Option<Instant>,
     on: WaitingOn,
     scoped: bool,
     register: impl FnOnce(Token),
-) -> Result<Option<super::timers::TimerKey>, Woke> {
+) -> Prepared {
+    let cur = &greenlet::current_rc();
     raise_deferred_exit(cur);
     let generation = cur.ext.park_gen.get() + 1;
     cur.ext.park_gen.set(generation);
@@ -257,7 +305,7 @@ fn prepare_park(
     };
     if let Some(e) = eff {
         if e <= Instant::now() {
-            return Err(if from_scope {
+            return Prepared::ended_with(if from_scope {
                 super::timeout::mark_fired(cur);
                 Woke::TimedOut
             } else {
@@ -281,7 +329,7 @@ fn prepare_park(
     super::trace::parked(on, eff);
     cur.state.set(State::Blocked);
     cur.ext.queued.set(false);
-    Ok(timer)
+    Prepared::timer(timer)
 }
 
 /// Raises `GreenletExit` now for a kill that landed where it could not
@@ -313,8 +361,8 @@ pub(crate) fn yield_now() {
         cur.ext.note_park(WaitingOn::Yield, None, hub.clock.get());
         hub.ready.push(cur);
     });
-    if let Err(thrown) = greenlet::suspend(None).into_wake() {
-        greenlet::raise_boxed(thrown);
+    if greenlet::suspend_wake() == greenlet::Resumed::Thrown {
+        greenlet::raise_thrown();
     }
 }
 
@@ -342,14 +390,17 @@ impl WaitList {
     /// Parks the current greenlet in this list until woken or `deadline`.
     #[inline]
     pub(crate) fn wait(&self, deadline: Option<Instant>, on: WaitingOn) -> Woke {
-        struct Remove<'a>(&'a WaitList, *const Inner);
+        // One word on the parked frame: the greenlet is found again when
+        // the park ends, on the same stack and so the same current greenlet
+        // (a generator's stage parks as the greenlet that resumed it).
+        struct Remove<'a>(&'a WaitList);
         impl Drop for Remove<'_> {
             fn drop(&mut self) {
-                let removed = self.0.remove(self.1);
+                let removed = self.0.remove(greenlet::with_current(|c| c as *const Inner));
                 drop(removed);
             }
         }
-        let _remove = Remove(self, greenlet::with_current(|c| c as *const Inner));
+        let _remove = Remove(self);
         park_with(deadline, on, |token| self.push(token))
     }
 
@@ -466,5 +517,28 @@ impl WaitList {
         let empty = head.is_none();
         self.head.set(head);
         empty
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::timers::TimerKey;
+    use super::Prepared;
+
+    #[test]
+    fn a_prepared_park_says_one_thing() {
+        let none = Prepared::timer(None);
+        assert_eq!((none.ended(), none.key()), (None, None));
+        for w in Prepared::WOKES {
+            let p = Prepared::ended_with(w);
+            assert_eq!((p.ended(), p.key()), (Some(w), None));
+        }
+        let extremes = [0, 1, (u64::from(u32::MAX - 1) << 32) | u64::from(u32::MAX)];
+        for bits in extremes {
+            let k = TimerKey::from_bits(bits);
+            assert_eq!(k.to_bits(), bits);
+            let p = Prepared::timer(Some(k));
+            assert_eq!((p.ended(), p.key()), (None, Some(k)));
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::dump::WaitingOn;
 use super::scheduler::{self, Token, WaitList, Woke};
 use super::watcher::deadline_in;
-use crate::error::{Error, PanicPayload, panic_message};
+use crate::error::{Error, Panic, panic_message};
 use crate::greenlet::{
     self, Expect, Greenlet, GreenletExit, Inner, Msg, Outcome, State, ThrownError,
 };
@@ -431,11 +431,7 @@ fn unwound(p: Box<dyn std::any::Any + Send>) -> Error {
         .with(|l| l.borrow_mut().take())
         .unwrap_or_else(|| panic_message(p.as_ref()));
     greenlet::with_current(|c| super::trace::panicked(c, &message));
-    Error::Panicked {
-        name: Greenlet::current().name(),
-        message,
-        payload: PanicPayload::new(p),
-    }
+    Error::Panicked(Panic::new(Greenlet::current().name(), message, p))
 }
 
 #[track_caller]
@@ -670,8 +666,12 @@ impl<T> JoinState<T> {
 }
 
 fn report_if_panicked(error: Option<&Error>) {
-    if let Some(Error::Panicked { name, message, .. }) = error {
-        eprintln!("greenhouse: greenlet '{name}' panicked and nobody joined it: {message}");
+    if let Some(Error::Panicked(p)) = error {
+        eprintln!(
+            "greenhouse: greenlet '{}' panicked and nobody joined it: {}",
+            p.name(),
+            p.message()
+        );
     }
 }
 

@@ -48,6 +48,21 @@ pub(crate) struct TimerKey {
     generation: u32,
 }
 
+impl TimerKey {
+    /// The key as one word (index high, generation low).
+    pub(crate) fn to_bits(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+
+    /// The key [`to_bits`](Self::to_bits) made `bits` of.
+    pub(crate) fn from_bits(bits: u64) -> TimerKey {
+        TimerKey {
+            index: (bits >> 32) as u32,
+            generation: bits as u32,
+        }
+    }
+}
+
 /// The hub's timers: each wakes its token with its own outcome
 /// (`Deadline` or `TimedOut` for a park, `Ready` for a delayed spawn).
 pub(crate) struct Timers {

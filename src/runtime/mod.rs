@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, PanicPayload, panic_message};
+use crate::error::{Error, panicked};
 use crate::hub::HubHandle;
 use crate::sync::mpmc;
 
@@ -321,11 +321,7 @@ impl Runtime {
         for h in &mut self.hubs {
             if let Some(t) = h.thread.take() {
                 if let Err(p) = t.join() {
-                    first_err.get_or_insert(Error::Panicked {
-                        name: h.name.clone(),
-                        message: panic_message(p.as_ref()),
-                        payload: PanicPayload::new(p),
-                    });
+                    first_err.get_or_insert(panicked(h.name.clone(), p));
                 }
             }
         }
