@@ -1,13 +1,19 @@
 //! Memory of idle greenlets: spawns N greenlets that all park (in `sleep`,
-//! or on an `Event`), then prints the resident memory (RSS, from
-//! /proc/self/status) they added, per greenlet, for each stack mode: page
-//! stacks (each greenlet's own) and copy stacks (`Builder::copy_stack`).
-//! Each measurement runs in a fresh process of its own.
+//! on an `Event`, or as an idle connection: in `read` on a Unix socket
+//! with a 4 KiB buffer on its stack, an echo handler's shape), then prints
+//! the resident memory (RSS, from /proc/self/status) they added, per
+//! greenlet, for each stack mode: page stacks (each greenlet's own) and
+//! copy stacks (`Builder::copy_stack`). Each measurement runs in a fresh
+//! process of its own. A `read` greenlet's figure includes its socket's
+//! user-space state (the kernel's socket buffers are not in RSS); `read`
+//! needs two descriptors per greenlet, so keep N below half of
+//! `ulimit -n`.
 //!
 //! Run with `cargo run --release --example idle_memory -- [N ...]
-//! [--modes page,copy] [--wait sleep,event]` (default N: 100000 and
+//! [--modes page,copy] [--wait sleep,event,read]` (default N: 100000 and
 //! 1000000). Prints one `RSS per greenlet: N bytes` line per measurement.
 
+use std::io::Read;
 use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -51,6 +57,16 @@ fn measure(mode: &str, wait: &str, n: usize) {
     ev.set();
     greenhouse::joinall(warm);
     let ev = Rc::new(Event::new());
+    // For `read`: the peers' ends, made (and their memory counted) before
+    // the measurement starts.
+    let mut socks: Vec<_> = if wait == "read" {
+        (0..n)
+            .map(|_| greenhouse::net::UnixStream::pair().expect("a socket pair"))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut peers = Vec::with_capacity(socks.len());
     let before = status_kib("VmRSS:");
     let t0 = Instant::now();
     let handles: Vec<_> = (0..n)
@@ -62,7 +78,16 @@ fn measure(mode: &str, wait: &str, n: usize) {
                     let ev = ev.clone();
                     b.spawn(move || ev.wait().unwrap())
                 }
-                w => panic!("unknown wait {w:?} (sleep or event)"),
+                "read" => {
+                    let (mine, theirs) = socks.pop().expect("a pair per greenlet");
+                    peers.push(theirs);
+                    b.spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        let n = (&mine).read(&mut buf).unwrap_or(0);
+                        std::hint::black_box(&buf[..n]);
+                    })
+                }
+                w => panic!("unknown wait {w:?} (sleep, event or read)"),
             }
             .unwrap()
         })
@@ -105,7 +130,7 @@ fn main() {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--modes" => modes = it.next().expect("--modes page,copy"),
-            "--wait" => waits = it.next().expect("--wait sleep,event"),
+            "--wait" => waits = it.next().expect("--wait sleep,event,read"),
             n => ns.push(n.parse::<usize>().expect("N, --modes or --wait")),
         }
     }

@@ -90,7 +90,37 @@ use crate::stack::{self, GreenletStack, RunView};
 const RUNS_PER_SIZE: usize = 4;
 
 /// Creates a copy-stack greenlet's coroutine on its run stack.
-pub(crate) type Start = Box<dyn FnOnce(GreenletStack) -> Coro>;
+pub(crate) type Start = Box<dyn StartFn>;
+
+/// What [`Start`] does: makes the coroutine, consuming the box.
+pub(crate) trait StartFn {
+    /// The coroutine, on `stack`, that runs what the box holds.
+    fn start(self: Box<Self>, stack: GreenletStack) -> Coro;
+}
+
+/// A greenlet's body, boxed until its coroutine first runs ([`Start`]).
+///
+/// The coroutine's function is the box itself, one word: corosensei keeps
+/// the function it is given twice on the new stack (where it puts it
+/// before the first resume, and in its base frame), and both copies stay
+/// there while the greenlet lives, so a body that captured a socket and an
+/// address would cost a copy-stack greenlet their size three times over
+/// at every park. Moved out of the box when the coroutine starts, the body
+/// is on the stack once (and the box is freed).
+pub(crate) struct StartBody<R>(pub(crate) R);
+
+impl<B: FnOnce() -> super::payload::Outcome + 'static> StartFn for StartBody<B> {
+    fn start(self: Box<Self>, stack: GreenletStack) -> Coro {
+        Coro::with_stack(
+            stack,
+            #[inline(always)]
+            move |y: &GreenletYielder, _: Resume| {
+                let StartBody(body) = *self;
+                super::run(y, body)
+            },
+        )
+    }
+}
 
 /// What a copy-stack greenlet's record adds. Every record has one, inline
 /// (a separate allocation cost a copy-stack greenlet more than these 32
@@ -272,7 +302,7 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             let mut slot = g.coro.borrow_mut();
             if matches!(*slot, CoroSlot::Start(_)) {
                 if let CoroSlot::Start(start) = std::mem::replace(&mut *slot, CoroSlot::Empty) {
-                    *slot = CoroSlot::Made(start(GreenletStack::Run(run.view)));
+                    *slot = CoroSlot::Made(start.start(GreenletStack::Run(run.view)));
                 }
             }
         }

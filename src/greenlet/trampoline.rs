@@ -63,16 +63,20 @@ pub(crate) type ForwardPtr = NonNull<*const dyn Forward>;
 /// greenlet is resumed with. From main this runs the trampoline loop in place.
 #[inline(always)]
 pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
-    suspend_then(target, Inner::take_msg, |_, m| m)
+    suspend_then::<true, _>(target, Inner::take_msg, |_, m| m)
 }
 
 /// [`suspend`] to the scheduler for a park: returns what the greenlet was
 /// resumed with in one byte ([`Inbox::take_wake`](super::payload::Inbox::take_wake)),
 /// without a message-sized slot in the caller's frame (the frame a parked
-/// greenlet keeps, and a copy-stack greenlet copies).
+/// greenlet keeps, and a copy-stack greenlet copies). Its switch is out of
+/// line on both kinds of stack, so the caller's frame saves only the few
+/// registers it keeps across the call (an inline switch clobbers all of
+/// them, so its caller saves six and spills what it keeps): a page-stack
+/// park pays one call more.
 #[inline(always)]
 pub(crate) fn suspend_wake() -> Resumed {
-    suspend_then(
+    suspend_then::<false, _>(
         None,
         |cur| cur.pending.take_wake(),
         |cur, m| m.into_resumed(&cur.pending),
@@ -82,8 +86,10 @@ pub(crate) fn suspend_wake() -> Resumed {
 /// The body of [`suspend`]: `take` reads the current greenlet's inbox when
 /// it is resumed on its own stack; `convert` turns the message of the rare
 /// paths (main, a forwarding generator) into the same result, out of line.
+/// `INLINE` inlines a page-stack greenlet's switch (the greenlet-to-greenlet
+/// path, for speed).
 #[inline(always)]
-fn suspend_then<R>(
+fn suspend_then<const INLINE: bool, R>(
     target: Option<Rc<Inner>>,
     take: impl FnOnce(&Inner) -> R,
     convert: impl FnOnce(&Inner, Msg) -> R,
@@ -110,7 +116,8 @@ fn suspend_then<R>(
     // greenlet, its bytes are in place: `copy::enter` ran before the resume).
     let y_ref = unsafe { &*y };
     let mut resumed = match cur.copied.get() {
-        None => y_ref.suspend(target),
+        None if INLINE => y_ref.suspend(target),
+        None => switch_own(y_ref, target),
         Some(cp) => copy::switch_out(y_ref, target, cp.sp()),
     };
     // Resumed only to run a routine here (`run_on_stack`): run it and hand
@@ -119,6 +126,12 @@ fn suspend_then<R>(
         resumed = on_stack(cur, y, routine);
     }
     take(cur)
+}
+
+/// A page-stack greenlet's switch, out of line (see [`suspend_wake`]).
+#[inline(never)]
+fn switch_own(y: &inner::GreenletYielder, target: Option<Rc<Inner>>) -> Resume {
+    y.suspend(target)
 }
 
 /// `convert(cur, get())`, out of line: the message's slot lives in this

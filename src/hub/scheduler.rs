@@ -160,7 +160,8 @@ pub(crate) fn park_with(
     on: WaitingOn,
     register: impl FnOnce(Token),
 ) -> Woke {
-    super::with(|hub| park_on(hub, deadline, on, true, register))
+    note_waiting(on);
+    park_on(deadline, true, register)
 }
 
 /// Like [`park_with`], but an armed `Timeout` scope does not end this park
@@ -173,23 +174,27 @@ pub(crate) fn park_unscoped_with(
     on: WaitingOn,
     register: impl FnOnce(Token),
 ) -> Woke {
-    super::with(|hub| park_on(hub, deadline, on, false, register))
+    note_waiting(on);
+    park_on(deadline, false, register)
 }
 
-fn park_on(
-    hub: &super::Hub,
-    deadline: Option<Instant>,
-    on: WaitingOn,
-    scoped: bool,
-    register: impl FnOnce(Token),
-) -> Woke {
-    let prepared = prepare_park(hub, deadline, on, scoped, register);
+/// Notes what the current greenlet's coming park waits for (the dump's
+/// `waiting`), in the caller: a `WaitingOn` is three words, which passed to
+/// `park_on` would take a slot in every parked caller's frame.
+#[inline(always)]
+fn note_waiting(on: WaitingOn) {
+    greenlet::with_current(|c| c.ext.waiting.set(on));
+}
+
+#[inline(never)]
+fn park_on(deadline: Option<Instant>, scoped: bool, register: impl FnOnce(Token)) -> Woke {
+    let prepared = prepare_park(deadline, scoped, register);
     if let Some(woke) = prepared.ended() {
         return woke;
     }
     // This is the frame a parked greenlet keeps (and a copy-stack one
-    // copies): only the hub and the one-word `prepared` live across the
-    // suspension, what it was resumed with comes back in a byte, and
+    // copies): only the one-word `prepared` lives across the suspension
+    // (the hub is found again after it), what it was resumed with comes back in a byte, and
     // everything after is out of line.
     //
     // No guard cancels the timer if the suspension unwinds: it never does.
@@ -202,7 +207,7 @@ fn park_on(
     // (`Generator::close`)). Were it to happen, the timer would only fire
     // late for a stale park, which ignores it.
     let resumed = greenlet::suspend_wake();
-    end_park(hub, prepared, resumed)
+    end_park(prepared, resumed)
 }
 
 /// How [`prepare_park`] left a park, in one word (returned in a
@@ -248,7 +253,7 @@ impl Prepared {
 /// park's timer unless it fired, raises a throw, notes a fired `Timeout`
 /// scope.
 #[inline(never)]
-fn end_park(hub: &super::Hub, prepared: Prepared, resumed: greenlet::Resumed) -> Woke {
+fn end_park(prepared: Prepared, resumed: greenlet::Resumed) -> Woke {
     let timer = prepared.key();
     // Only this park's own timer wakes it with `Deadline` or `TimedOut` (a
     // token of an older park is ignored), and a timer that fired is gone:
@@ -259,7 +264,7 @@ fn end_park(hub: &super::Hub, prepared: Prepared, resumed: greenlet::Resumed) ->
         greenlet::Resumed::Woke(Woke::Deadline | Woke::TimedOut)
     );
     if let (Some(k), false) = (timer, fired) {
-        drop(hub.timers.cancel(k));
+        drop(super::with(|hub| hub.timers.cancel(k)));
     }
     match resumed {
         greenlet::Resumed::Thrown => greenlet::raise_thrown(),
@@ -277,17 +282,12 @@ fn end_park(hub: &super::Hub, prepared: Prepared, resumed: greenlet::Resumed) ->
 /// Everything [`park_on`] does before it suspends: the new park
 /// generation, the effective deadline, the registration, the timer, the
 /// dump's and tracing's notes. Returns the timer, or how the park ended
-/// before it began (the deadline had passed), in one word. Out of line: the frame that stays on a parked
-/// greenlet's stack is then only `park_on`'s, which matters to copy-stack
-/// greenlets (their parked stack is copied).
+/// before it began (the deadline had passed), in one word. Out of line:
+/// the frame that stays on a parked greenlet's stack is then only
+/// `park_on`'s, which matters to copy-stack greenlets (their parked stack
+/// is copied).
 #[inline(never)]
-fn prepare_park(
-    hub: &super::Hub,
-    deadline: Option<Instant>,
-    on: WaitingOn,
-    scoped: bool,
-    register: impl FnOnce(Token),
-) -> Prepared {
+fn prepare_park(deadline: Option<Instant>, scoped: bool, register: impl FnOnce(Token)) -> Prepared {
     let cur = &greenlet::current_rc();
     raise_deferred_exit(cur);
     let generation = cur.ext.park_gen.get() + 1;
@@ -321,12 +321,14 @@ fn prepare_park(
     } else {
         Woke::Deadline
     };
-    let timer = eff.map(|e| {
-        hub.timers
-            .insert(e, Token::new(cur.clone(), generation), on_fire)
+    let timer = super::with(|hub| {
+        cur.ext.note_park_times(eff, hub.clock.get());
+        eff.map(|e| {
+            hub.timers
+                .insert(e, Token::new(cur.clone(), generation), on_fire)
+        })
     });
-    cur.ext.note_park(on, eff, hub.clock.get());
-    super::trace::parked(on, eff);
+    super::trace::parked(cur.ext.waiting.get(), eff);
     cur.state.set(State::Blocked);
     cur.ext.queued.set(false);
     Prepared::timer(timer)

@@ -107,6 +107,14 @@ impl Slot {
         self.since.set(now);
     }
 
+    /// Records a park's deadline and start for the dump, what it waits for
+    /// having been set already (`waiting`).
+    #[inline(always)]
+    pub(crate) fn note_park_times(&self, until: Option<Instant>, now: PackedInstant) {
+        self.until.set(PackedInstant::of(until));
+        self.since.set(now);
+    }
+
     /// The latest park's deadline, if it had one.
     pub(crate) fn until(&self) -> Option<Instant> {
         self.until.get().get()

@@ -454,15 +454,25 @@ where
     hub.probe.add_live(1);
     let live = Live;
     let at = std::panic::Location::caller();
-    let inner = greenlet::create(record, stack_size, b.clean_stack, copy, at, move || {
-        let _live = live;
-        // Nothing sized like a message, a result or an error lives in this
-        // frame while the body runs: the result goes straight to `st`.
-        if started(&st) {
-            run_caught(f, &st);
-        }
-        Outcome::Done
-    })
+    let inner = greenlet::create(
+        record,
+        stack_size,
+        b.clean_stack,
+        copy,
+        at,
+        // Inlined into the coroutine's base frame: one frame fewer on
+        // every parked stack.
+        #[inline(always)]
+        move || {
+            let _live = live;
+            // Nothing sized like a message, a result or an error lives in this
+            // frame while the body runs: the result goes straight to `st`.
+            if started(&st) {
+                run_caught(f, &st);
+            }
+            Outcome::Done
+        },
+    )
     .map_err(Error::spawn)?;
     // Owned by the scheduler from now on. Not queued yet, it is parked
     // with generation 1: what starts it is a token of that park (a timer,
