@@ -30,7 +30,9 @@ pub(crate) use inner::{
 };
 pub(crate) use payload::{Expect, Msg, Outcome, Resumed, Woke, raise, raise_thrown};
 pub use payload::{GreenletExit, ThrownError};
-pub(crate) use trampoline::{Forward, ForwardPtr, Schedule, run_on_stack, suspend, suspend_wake};
+pub(crate) use trampoline::{
+    Forward, ForwardPtr, Schedule, run_on_stack, suspend, suspend_wake, suspend_wake_inline,
+};
 
 use crate::error::Error;
 use crate::stack;

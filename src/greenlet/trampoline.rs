@@ -83,6 +83,16 @@ pub(crate) fn suspend_wake() -> Resumed {
     )
 }
 
+/// [`suspend_wake`] with a page-stack greenlet's switch inline.
+#[inline(always)]
+pub(crate) fn suspend_wake_inline() -> Resumed {
+    suspend_then::<true, _>(
+        None,
+        |cur| cur.pending.take_wake(),
+        |cur, m| m.into_resumed(&cur.pending),
+    )
+}
+
 /// The body of [`suspend`]: `take` reads the current greenlet's inbox when
 /// it is resumed on its own stack; `convert` turns the message of the rare
 /// paths (main, a forwarding generator) into the same result, out of line.

@@ -195,6 +195,7 @@ fn hidden(function: &str) -> bool {
 fn parking(function: &str) -> bool {
     const TOP: &[&str] = &[
         "greenhouse::hub::scheduler::park",
+        "greenhouse::hub::scheduler::suspend_",
         "greenhouse::hub::with",
         "std::thread::local::LocalKey",
         "greenhouse::hub::scheduler::WaitList::wait",

@@ -192,21 +192,42 @@ fn park_on(deadline: Option<Instant>, scoped: bool, register: impl FnOnce(Token)
     if let Some(woke) = prepared.ended() {
         return woke;
     }
-    // This is the frame a parked greenlet keeps (and a copy-stack one
-    // copies): only the one-word `prepared` lives across the suspension
-    // (the hub is found again after it), what it was resumed with comes back in a byte, and
-    // everything after is out of line.
-    //
-    // No guard cancels the timer if the suspension unwinds: it never does.
-    // A kill comes back as `Resumed::Thrown` and is raised by `end_park`
-    // after the timer is dropped; corosensei unwinds a suspended coroutine
-    // only when it is dropped or unwound by force, and a parked greenlet's
-    // coroutine is neither (its record outlives the park, owned by its body
-    // frame; one left at thread teardown is leaked, not unwound: inner.rs,
-    // `doom`; a generator is unwound by force only at a yield, not at a park
-    // (`Generator::close`)). Were it to happen, the timer would only fire
-    // late for a stale park, which ignores it.
+    // The suspension, in a function of its own per stack kind, called last
+    // (a sibling call: this frame is gone before the switch).
+    if greenlet::with_current(|c| c.copied.get().is_some()) {
+        suspend_copied(prepared)
+    } else {
+        suspend_paged(prepared)
+    }
+}
+
+/// A copy-stack greenlet's park: this frame is what the greenlet keeps
+/// (and copies) below its caller's. Only the one-word `prepared` lives
+/// across the out-of-line switch, the wake-up comes back in a byte, and
+/// everything after is out of line, so it saves few registers.
+///
+/// No guard cancels the timer if the suspension unwinds: it never does.
+/// A kill comes back as `Resumed::Thrown` and is raised by `end_park`
+/// after the timer is dropped; corosensei unwinds a suspended coroutine
+/// only when it is dropped or unwound by force, and a parked greenlet's
+/// coroutine is neither (its record outlives the park, owned by its body
+/// frame; one left at thread teardown is leaked, not unwound: inner.rs,
+/// `doom`; a generator is unwound by force only at a yield, not at a park
+/// (`Generator::close`)). Were it to happen, the timer would only fire
+/// late for a stale park, which ignores it.
+#[inline(never)]
+fn suspend_copied(prepared: Prepared) -> Woke {
     let resumed = greenlet::suspend_wake();
+    end_park(prepared, resumed)
+}
+
+/// A page-stack greenlet's park (as [`suspend_copied`]), with the switch
+/// inline: an out-of-line switch costs a page-stack park and resume about
+/// 15 ns (measured with `benches/switch.rs`), a return the CPU mispredicts
+/// after the stack changed under it; the bigger frame costs nothing here.
+#[inline(never)]
+fn suspend_paged(prepared: Prepared) -> Woke {
+    let resumed = greenlet::suspend_wake_inline();
     end_park(prepared, resumed)
 }
 
@@ -363,7 +384,7 @@ pub(crate) fn yield_now() {
         cur.ext.note_park(WaitingOn::Yield, None, hub.clock.get());
         hub.ready.push(cur);
     });
-    if greenlet::suspend_wake() == greenlet::Resumed::Thrown {
+    if greenlet::suspend_wake_inline() == greenlet::Resumed::Thrown {
         greenlet::raise_thrown();
     }
 }

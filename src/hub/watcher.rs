@@ -141,7 +141,10 @@ impl<T: AsFd> Watcher<T> {
     }
 
     /// Parks until ready for `interest`; returns how the park ended.
-    #[inline]
+    /// Always inlined: its caller's frame and its own would both stay on a
+    /// parked stack (copied for copy-stack greenlets), each with its saved
+    /// registers.
+    #[inline(always)]
     pub(crate) fn wait_woke(
         &self,
         interest: Interest,
@@ -152,7 +155,8 @@ impl<T: AsFd> Watcher<T> {
     }
 
     /// Parks until ready; a park that ends otherwise becomes `on_timeout(woke)`.
-    #[inline]
+    /// Always inlined, as [`wait_woke`](Self::wait_woke) is.
+    #[inline(always)]
     pub(crate) fn wait_or(
         &self,
         interest: Interest,
