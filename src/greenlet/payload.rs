@@ -309,20 +309,21 @@ impl Inbox {
     #[inline(always)]
     pub(crate) fn take_wake(&self) -> Resumed {
         // SAFETY: as in `is_empty`: no reference into the cell exists and
-        // nothing writes it while this one lives; the `Woke` is copied out
-        // before the borrow ends.
-        let woke = match unsafe { &*self.0.as_ptr() } {
+        // nothing writes it while this one lives; it ends with this
+        // statement (the `Woke` is copied out), before the cell is written.
+        let read = match unsafe { &*self.0.as_ptr() } {
             Msg::Empty => return Resumed::Woke(Woke::Ready),
-            Msg::Wake(w) => *w,
+            Msg::Wake(w) => Resumed::Woke(*w),
             Msg::Throw | Msg::ThrowError(_) => return Resumed::Thrown,
-            _ => {
-                self.take().discard();
-                return Resumed::Other;
-            }
+            _ => Resumed::Other,
         };
-        // What was read owns nothing.
-        self.overwrite_empty(Msg::Empty);
-        Resumed::Woke(woke)
+        if read == Resumed::Other {
+            self.take().discard();
+        } else {
+            // A wake-up owns nothing.
+            self.overwrite_empty(Msg::Empty);
+        }
+        read
     }
 }
 

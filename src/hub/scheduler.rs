@@ -186,6 +186,8 @@ fn note_waiting(on: WaitingOn) {
     greenlet::with_current(|c| c.ext.waiting.set(on));
 }
 
+/// The park itself, for [`park_with`] and `park_unscoped_with` (what it
+/// waits for already noted): prepares it, then suspends.
 #[inline(never)]
 fn park_on(deadline: Option<Instant>, scoped: bool, register: impl FnOnce(Token)) -> Woke {
     let prepared = prepare_park(deadline, scoped, register);
@@ -305,8 +307,8 @@ fn end_park(prepared: Prepared, resumed: greenlet::Resumed) -> Woke {
 /// dump's and tracing's notes. Returns the timer, or how the park ended
 /// before it began (the deadline had passed), in one word. Out of line:
 /// the frame that stays on a parked greenlet's stack is then only
-/// `park_on`'s, which matters to copy-stack greenlets (their parked stack
-/// is copied).
+/// [`suspend_copied`]'s (or [`suspend_paged`]'s), which matters to
+/// copy-stack greenlets (their parked stack is copied).
 #[inline(never)]
 fn prepare_park(deadline: Option<Instant>, scoped: bool, register: impl FnOnce(Token)) -> Prepared {
     let cur = &greenlet::current_rc();
