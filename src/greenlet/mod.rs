@@ -30,9 +30,7 @@ pub(crate) use inner::{
 };
 pub(crate) use payload::{Expect, Msg, Outcome, Resumed, Woke, raise, raise_thrown};
 pub use payload::{GreenletExit, ThrownError};
-pub(crate) use trampoline::{
-    Forward, ForwardPtr, Schedule, run_on_stack, suspend, suspend_wake, suspend_wake_inline,
-};
+pub(crate) use trampoline::{Forward, ForwardPtr, Schedule, run_on_stack, suspend, suspend_wake};
 
 use crate::error::Error;
 use crate::stack;

@@ -69,24 +69,14 @@ pub(crate) fn suspend(target: Option<Rc<Inner>>) -> Msg {
 /// [`suspend`] to the scheduler for a park: returns what the greenlet was
 /// resumed with in one byte ([`Inbox::take_wake`](super::payload::Inbox::take_wake)),
 /// without a message-sized slot in the caller's frame (the frame a parked
-/// greenlet keeps, and a copy-stack greenlet copies). Its switch is out of
-/// line on both kinds of stack, so the caller's frame saves only the few
+/// greenlet keeps, and a copy-stack greenlet copies). `INLINE` as for
+/// [`suspend_then`]: out of line, the caller's frame saves only the few
 /// registers it keeps across the call (an inline switch clobbers all of
-/// them, so its caller saves six and spills what it keeps): a page-stack
-/// park pays one call more.
+/// them, so its caller saves six and spills what it keeps), and a
+/// page-stack park pays a mispredicted return (`scheduler::suspend_paged`).
 #[inline(always)]
-pub(crate) fn suspend_wake() -> Resumed {
-    suspend_then::<false, _>(
-        None,
-        |cur| cur.pending.take_wake(),
-        |cur, m| m.into_resumed(&cur.pending),
-    )
-}
-
-/// [`suspend_wake`] with a page-stack greenlet's switch inline.
-#[inline(always)]
-pub(crate) fn suspend_wake_inline() -> Resumed {
-    suspend_then::<true, _>(
+pub(crate) fn suspend_wake<const INLINE: bool>() -> Resumed {
+    suspend_then::<INLINE, _>(
         None,
         |cur| cur.pending.take_wake(),
         |cur, m| m.into_resumed(&cur.pending),

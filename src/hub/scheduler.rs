@@ -219,7 +219,7 @@ fn park_on(deadline: Option<Instant>, scoped: bool, register: impl FnOnce(Token)
 /// late for a stale park, which ignores it.
 #[inline(never)]
 fn suspend_copied(prepared: Prepared) -> Woke {
-    let resumed = greenlet::suspend_wake();
+    let resumed = greenlet::suspend_wake::<false>();
     end_park(prepared, resumed)
 }
 
@@ -229,7 +229,7 @@ fn suspend_copied(prepared: Prepared) -> Woke {
 /// after the stack changed under it; the bigger frame costs nothing here.
 #[inline(never)]
 fn suspend_paged(prepared: Prepared) -> Woke {
-    let resumed = greenlet::suspend_wake_inline();
+    let resumed = greenlet::suspend_wake::<true>();
     end_park(prepared, resumed)
 }
 
@@ -386,7 +386,7 @@ pub(crate) fn yield_now() {
         cur.ext.note_park(WaitingOn::Yield, None, hub.clock.get());
         hub.ready.push(cur);
     });
-    if greenlet::suspend_wake_inline() == greenlet::Resumed::Thrown {
+    if greenlet::suspend_wake::<true>() == greenlet::Resumed::Thrown {
         greenlet::raise_thrown();
     }
 }
