@@ -61,15 +61,6 @@ pub(crate) fn raise(error: Option<Error>) -> ! {
     }
 }
 
-/// [`raise`] for what [`Msg::into_throw`] returns: the error stays boxed
-/// until here, so the frames that wait for a message (on every parked
-/// stack, copied for copy-stack greenlets) do not hold an `Error`.
-#[cold]
-#[inline(never)]
-pub(crate) fn raise_boxed(error: Option<Box<Error>>) -> ! {
-    raise(error.map(|e| *e))
-}
-
 /// A type's identity and name, one per type in static memory
 /// ([`TypeInfo::of`]): records and messages carry a one-word reference.
 #[derive(Debug)]
@@ -340,13 +331,16 @@ pub(crate) enum Resumed {
 }
 
 /// Raises the throw that waits in the current greenlet's inbox (after
-/// [`Inbox::take_wake`] said [`Resumed::Thrown`]), out of line.
+/// [`Inbox::take_wake`] said [`Resumed::Thrown`]), out of line: the error
+/// stays boxed in the inbox until here, so the frames that wait for a
+/// message (on every parked stack, copied for copy-stack greenlets) do not
+/// hold an `Error`.
 #[cold]
 #[inline(never)]
 pub(crate) fn raise_thrown() -> ! {
     let msg = super::inner::with_current(|c| c.pending.take());
     match msg.into_throw() {
-        Ok(e) => raise_boxed(e),
+        Ok(e) => raise(e.map(|e| *e)),
         Err(other) => unreachable!(
             "a park was resumed by a throw that is no longer in the inbox ({:?})",
             std::mem::discriminant(&other)

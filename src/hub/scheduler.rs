@@ -241,7 +241,8 @@ fn suspend_paged(prepared: Prepared) -> Woke {
 struct Prepared(u64);
 
 impl Prepared {
-    /// Every `Woke`, by its encoding minus one.
+    /// Every `Woke`, by its encoding minus one (its discriminant: the
+    /// assertion below holds the order).
     const WOKES: [Woke; 4] = [Woke::Ready, Woke::Deadline, Woke::TimedOut, Woke::Deadlock];
     /// The encodings above 0 that say how a park ended early.
     const ENDED_MAX: u64 = Self::WOKES.len() as u64;
@@ -253,8 +254,7 @@ impl Prepared {
     }
 
     fn ended_with(w: Woke) -> Prepared {
-        let at = Self::WOKES.iter().position(|&x| x == w).unwrap_or(0);
-        Prepared(1 + at as u64)
+        Prepared(1 + w as u64)
     }
 
     #[inline(always)]
@@ -271,6 +271,15 @@ impl Prepared {
             .then(|| super::timers::TimerKey::from_bits(self.0 - Self::ENDED_MAX - 1))
     }
 }
+
+// `Prepared::WOKES[i]` is the `Woke` whose discriminant is `i`.
+const _: () = {
+    let mut i = 0;
+    while i < Prepared::WOKES.len() {
+        assert!(Prepared::WOKES[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Everything [`park_on`] does after its greenlet is resumed: drops the
 /// park's timer unless it fired, raises a throw, notes a fired `Timeout`

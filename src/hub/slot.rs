@@ -103,8 +103,7 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn note_park(&self, on: WaitingOn, until: Option<Instant>, now: PackedInstant) {
         self.waiting.set(on);
-        self.until.set(PackedInstant::of(until));
-        self.since.set(now);
+        self.note_park_times(until, now);
     }
 
     /// Records a park's deadline and start for the dump, what it waits for
