@@ -444,7 +444,7 @@ impl<T> fmt::Debug for Imap<T> {
     }
 }
 
-impl<T> Iterator for Imap<T> {
+impl<T: 'static> Iterator for Imap<T> {
     type Item = Result<T, Error>;
 
     fn next(&mut self) -> Option<Result<T, Error>> {

@@ -368,3 +368,66 @@ fn errors_keep_what_they_carry() {
         "{err:?}"
     );
 }
+
+/// A greenlet's result lives in its record only while someone can read
+/// it: it is dropped with the handle, or at once when the greenlet
+/// finishes with no handle, even while other references to the greenlet
+/// keep its record alive.
+#[test]
+fn a_result_is_dropped_when_nobody_can_read_it() {
+    // Finished, then the handle dropped.
+    let dropped = Rc::new(Cell::new(false));
+    let d = dropped.clone();
+    let h = spawn(move || DropFlag(d));
+    let g = h.greenlet();
+    yield_now();
+    assert!(h.is_ready() && !dropped.get());
+    drop(h);
+    assert!(dropped.get(), "dropping the handle drops the result");
+    assert!(g.is_dead());
+
+    // The handle dropped first: the result is dropped as it finishes.
+    let dropped = Rc::new(Cell::new(false));
+    let d = dropped.clone();
+    let h = spawn(move || DropFlag(d));
+    let g = h.greenlet();
+    drop(h);
+    assert!(!dropped.get());
+    yield_now();
+    assert!(g.is_dead());
+    assert!(dropped.get(), "a detached greenlet's result is not kept");
+
+    // A callback sees it, then nobody can: dropped after the callbacks.
+    let dropped = Rc::new(Cell::new(false));
+    let seen = Rc::new(Cell::new(false));
+    let (d, s) = (dropped.clone(), seen.clone());
+    let h = spawn(move || DropFlag(d));
+    h.link(move |done| s.set(done.is_successful()));
+    drop(h);
+    yield_now();
+    assert!(seen.get() && dropped.get());
+
+    // A joined result is the caller's.
+    let dropped = Rc::new(Cell::new(false));
+    let d = dropped.clone();
+    let v = spawn(move || DropFlag(d)).join().unwrap();
+    assert!(!dropped.get());
+    drop(v);
+    assert!(dropped.get());
+}
+
+/// A link added after a join took the result sees `ResultTaken`; one added
+/// after the greenlet finished, the result (and leaves it for `join`).
+#[test]
+fn links_after_the_end_see_the_result_or_that_it_was_taken() {
+    let mut h = spawn(|| 5u8);
+    yield_now();
+    let got = Rc::new(RefCell::new(None));
+    let g2 = got.clone();
+    h.link(move |d| *g2.borrow_mut() = Some(d.result().clone()));
+    assert_eq!(*got.borrow(), Some(Ok(5)));
+    assert_eq!(h.join_timeout(Duration::from_secs(1)), Ok(5));
+    let g3 = got.clone();
+    h.link(move |d| *g3.borrow_mut() = Some(d.result().clone()));
+    assert_eq!(*got.borrow(), Some(Err(Error::ResultTaken)));
+}

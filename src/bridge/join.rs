@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use crate::error::Error;
 use crate::hub::JoinHandle;
 
-impl<T> Future for JoinHandle<T> {
+impl<T: 'static> Future for JoinHandle<T> {
     type Output = Result<T, Error>;
 
     /// Ready with the greenlet's result once it has finished (as

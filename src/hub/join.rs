@@ -7,8 +7,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::dump::WaitingOn;
+use super::join_state::LinkKey;
 use super::scheduler::{Token, park_with};
-use super::spawn::{JoinHandle, LinkKey};
+use super::spawn::JoinHandle;
 use super::watcher::deadline_in;
 use crate::error::Error;
 use crate::greenlet::Woke;
@@ -22,7 +23,9 @@ use crate::greenlet::Woke;
 /// let rs: Vec<_> = greenhouse::joinall(hs).into_iter().map(Result::unwrap).collect();
 /// assert_eq!(rs, [0, 10, 20]);
 /// ```
-pub fn joinall<T>(handles: impl IntoIterator<Item = JoinHandle<T>>) -> Vec<Result<T, Error>> {
+pub fn joinall<T: 'static>(
+    handles: impl IntoIterator<Item = JoinHandle<T>>,
+) -> Vec<Result<T, Error>> {
     handles.into_iter().map(JoinHandle::join).collect()
 }
 
@@ -49,7 +52,10 @@ pub enum Joined<T> {
 /// assert!(matches!(r[0], Joined::Done(Ok(1))));
 /// assert!(matches!(r[1], Joined::Pending(_)));
 /// ```
-pub fn joinall_timeout<T>(handles: Vec<JoinHandle<T>>, timeout: Duration) -> Vec<Joined<T>> {
+pub fn joinall_timeout<T: 'static>(
+    handles: Vec<JoinHandle<T>>,
+    timeout: Duration,
+) -> Vec<Joined<T>> {
     let deadline = deadline_in(timeout);
     handles
         .into_iter()

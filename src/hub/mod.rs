@@ -12,6 +12,7 @@
 
 pub(crate) mod dump;
 pub(crate) mod join;
+pub(crate) mod join_state;
 pub(crate) mod monitor;
 pub(crate) mod reactor;
 pub(crate) mod remote;
@@ -37,11 +38,12 @@ pub use dump::{
     dump_on_signal, run_info,
 };
 pub use join::{JoinAll, Joined, joinall, joinall_timeout, killall, killall_with};
+pub use join_state::LinkKey;
 pub use monitor::{
     BlockedReport, blocked_threshold, clear_blocked_hook, set_blocked_hook, set_blocked_threshold,
 };
 pub use remote::{HubHandle, RemoteJoinHandle, RemoteTask};
-pub use spawn::{Builder, Finished, JoinHandle, LinkKey, set_copy_stacks, spawn, spawn_later};
+pub use spawn::{Builder, Finished, JoinHandle, set_copy_stacks, spawn, spawn_later};
 pub use timeout::{Timeout, sleep, sleep_until, with_timeout, with_timeout_silent, yield_now};
 pub use wait::{Iwait, Waitable, iwait, wait};
 pub use watcher::Watcher;

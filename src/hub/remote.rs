@@ -419,9 +419,7 @@ where
 {
     Job::Run(Box::new(move || match super::Builder::new().spawn(f) {
         Ok(h) => {
-            h.link_slot(Box::new(move |_, slot| {
-                deliver(slot.take().unwrap_or(Err(Error::ResultTaken)));
-            }));
+            h.link_take(deliver);
         }
         Err(e) => deliver(Err(e)),
     }))

@@ -63,6 +63,8 @@ pub(crate) struct Slot {
     /// Its `tracing` span (`trace.rs`).
     #[cfg(feature = "tracing")]
     pub(crate) span: std::cell::OnceCell<tracing::Span>,
+    /// A spawned greenlet's join state (`join_state.rs`).
+    pub(crate) join: super::join_state::JoinCore,
     /// What few greenlets use, allocated at first use: a parked greenlet
     /// that never armed a `Timeout`, set a local or was killed inside a
     /// patched call pays one pointer for it, not 128 bytes.
@@ -79,6 +81,8 @@ pub(crate) struct Cold {
     pub(crate) deferred_error: RefCell<Option<crate::error::Error>>,
     /// Greenlet-local values, by key (the `local` module).
     pub(crate) locals: RefCell<Vec<(u64, Rc<dyn Any>)>>,
+    /// A spawned greenlet's links and async waker (`join_state.rs`).
+    pub(crate) join: OnceCell<Box<super::join_state::Extra>>,
 }
 
 impl Slot {

@@ -1,6 +1,6 @@
 //! `spawn` and friends: greenlets owned by the hub, and their join handles.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
@@ -9,6 +9,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use super::dump::WaitingOn;
+use super::join_state::{self, Callback, JoinCore, Link, LinkKey, Notice};
 use super::scheduler::{self, Token, WaitList, Woke};
 use super::watcher::deadline_in;
 use crate::error::{Error, Panic, panic_message};
@@ -337,31 +338,31 @@ enum Start {
 /// Whether a spawned greenlet's body runs, from how it was first resumed
 /// (its first message, in its inbox):
 /// a wake-up (the common case) runs it; a kill before it started completes
-/// `st` with its error instead.
+/// its join state with its error instead.
 ///
 /// This and the functions below are out of line, like everything a
 /// spawned greenlet's base frame does before and after its body: that
 /// frame stays on the stack while the greenlet lives, and a copy-stack
 /// greenlet's parked stack is copied, so it is kept small.
 #[inline(never)]
-fn started<T>(st: &JoinState<T>) -> bool {
+fn started<T: 'static>() -> bool {
     let first = greenlet::with_current(Inner::take_msg);
     if let Msg::Wake(_) = first {
         // A wake-up owns nothing: no drop glue on the common path.
         std::mem::forget(first);
         return true;
     }
-    not_started(first, st)
+    not_started::<T>(first)
 }
 
 /// [`started`] for anything but a wake-up: a kill before the start ends
 /// the greenlet with its error.
 #[cold]
 #[inline(never)]
-fn not_started<T>(first: Msg, st: &JoinState<T>) -> bool {
+fn not_started<T: 'static>(first: Msg) -> bool {
     match first.into_throw() {
         Ok(t) => {
-            st.complete(Err(t.map_or(Error::Killed, |e| *e)));
+            complete_current::<T>(Err(t.map_or(Error::Killed, |e| *e)));
             false
         }
         Err(msg) => {
@@ -371,21 +372,23 @@ fn not_started<T>(first: Msg, st: &JoinState<T>) -> bool {
     }
 }
 
-/// Runs a spawned greenlet's body and completes `st` with its value, or
-/// with the error a panic or a kill turned into.
+/// Runs a spawned greenlet's body and completes its join state with its
+/// value, or with the error a panic or a kill turned into.
 #[inline(never)]
-fn run_caught<F, T>(f: F, st: &JoinState<T>)
+fn run_caught<F, T>(f: F)
 where
     F: FnOnce() -> T,
+    T: 'static,
 {
     let r = panic::catch_unwind(AssertUnwindSafe(f));
-    finish(r, st);
+    finish(r);
 }
 
-/// Completes `st` with what a spawned greenlet's body ended with.
+/// Completes the running greenlet's join state with what its body ended
+/// with.
 #[inline(never)]
-fn finish<T>(r: std::thread::Result<T>, st: &JoinState<T>) {
-    st.complete(match r {
+fn finish<T: 'static>(r: std::thread::Result<T>) {
+    complete_current(match r {
         Ok(v) => match deferred_kill() {
             // Killed inside a patched libc call, and returned before the
             // kill could be raised: it still ends as killed.
@@ -394,6 +397,18 @@ fn finish<T>(r: std::thread::Result<T>, st: &JoinState<T>) {
         },
         Err(p) => Err(unwound(p)),
     });
+}
+
+/// Completes the running greenlet's join state. Its record is alive while
+/// this runs: a started greenlet owns its record until its body returns
+/// (`greenlet/inner.rs`, "Ownership"), and this runs inside the body.
+fn complete_current<T: 'static>(result: Result<T, Error>) {
+    join_state::complete(&greenlet::current_rc(), result);
+}
+
+/// The panic message the hook recorded for the running greenlet, if any.
+pub(super) fn take_last_panic() -> Option<String> {
+    LAST_PANIC.with(|l| l.borrow_mut().take())
 }
 
 /// The error of a kill that landed inside a patched libc call and could
@@ -424,12 +439,10 @@ fn unwound(p: Box<dyn std::any::Any + Send>) -> Error {
     // kill's.
     if greenlet::with_current(|c| c.ext.deferred_exit.replace(false)) {
         greenlet::with_current(|c| c.ext.cancelled.set(false));
-        LAST_PANIC.with(|l| l.borrow_mut().take());
+        take_last_panic();
         return greenlet::with_current(|c| c.ext.take_deferred_error()).unwrap_or(Error::Killed);
     }
-    let message = LAST_PANIC
-        .with(|l| l.borrow_mut().take())
-        .unwrap_or_else(|| panic_message(p.as_ref()));
+    let message = take_last_panic().unwrap_or_else(|| panic_message(p.as_ref()));
     greenlet::with_current(|c| super::trace::panicked(c, &message));
     Error::Panicked(Panic::new(Greenlet::current().name(), message, p))
 }
@@ -442,9 +455,6 @@ where
 {
     let hub = super::get();
     install_panic_hook();
-    let state = Rc::new(JoinState::new());
-    state.started.set(!matches!(start, Start::Never));
-    let st = state.clone();
     let name = b.name.map(String::into_boxed_str);
     let stack_size = b.stack_size;
     let copy = b.copy.unwrap_or_else(greenlet::copy_default);
@@ -467,13 +477,16 @@ where
             let _live = live;
             // Nothing sized like a message, a result or an error lives in this
             // frame while the body runs: the result goes straight to `st`.
-            if started(&st) {
-                run_caught(f, &st);
+            if started::<T>() {
+                run_caught(f);
             }
             Outcome::Done
         },
     )
     .map_err(Error::spawn)?;
+    let core = &inner.ext.join;
+    core.handle_alive.set(true);
+    core.started.set(!matches!(start, Start::Never));
     // Owned by the scheduler from now on. Not queued yet, it is parked
     // with generation 1: what starts it is a token of that park (a timer,
     // or `start`), and a kill before that bumps the generation, so a late
@@ -502,32 +515,9 @@ where
     }
     Ok(JoinHandle {
         g: Greenlet::from_inner(inner),
-        state,
-        _not_send: PhantomData,
+        _marker: PhantomData,
     })
 }
-
-/// A completion callback, given the greenlet; it may take the result out
-/// of the slot.
-type Callback<T> = Box<dyn FnOnce(&Greenlet, &mut Option<Result<T, Error>>)>;
-
-/// The crate's own completion notice (see [`Link::Notice`]).
-pub(crate) type Notice = Box<dyn FnOnce()>;
-
-/// One thing to run when a greenlet finishes.
-enum Link<T> {
-    /// A user's callback (`link` and its siblings, `link_take`): it sees
-    /// the result, and counts as having seen a panic.
-    Callback(Callback<T>),
-    /// The crate's own notice (`JoinAll`, `Group::add`): it neither sees
-    /// the result nor counts as having seen it.
-    Notice(Notice),
-}
-
-/// Identifies a callback registered with [`JoinHandle::link`] (and its
-/// siblings), to [`unlink`](JoinHandle::unlink) it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LinkKey(u64);
 
 /// What a link callback sees: the greenlet that finished and its result
 /// (gevent passes the greenlet itself).
@@ -578,113 +568,6 @@ impl<'a, T> Finished<'a, T> {
     }
 }
 
-/// Shared between a spawned greenlet and its handle.
-struct JoinState<T> {
-    /// The error boxed (an `Error` is seven words, and the state lives as
-    /// long as the greenlet), in a `Cell` taken and put back (a word
-    /// smaller than a `RefCell`).
-    result: Cell<Option<Result<T, Box<Error>>>>,
-    done: Cell<bool>,
-    /// The result was taken or seen (by a join or a callback): a panic in
-    /// it needs no report.
-    taken: Cell<bool>,
-    handle_alive: Cell<bool>,
-    /// Scheduled to run (spawned, or created and then started).
-    started: Cell<bool>,
-    waiters: WaitList,
-    /// Links and the async waker, allocated at first use (most greenlets
-    /// have neither, and a parked greenlet's memory counts).
-    extra: OnceCell<Box<Extra<T>>>,
-}
-
-/// The rarely used part of a [`JoinState`].
-struct Extra<T> {
-    /// What runs when it finishes, in the order added.
-    links: RefCell<Vec<(LinkKey, Link<T>)>>,
-    next_link: Cell<u64>,
-    /// The waker of an async task awaiting the handle as a `Future`.
-    waker: RefCell<Option<std::task::Waker>>,
-}
-
-impl<T> JoinState<T> {
-    fn new() -> Self {
-        JoinState {
-            result: Cell::new(None),
-            done: Cell::new(false),
-            taken: Cell::new(false),
-            handle_alive: Cell::new(true),
-            started: Cell::new(true),
-            waiters: WaitList::default(),
-            extra: OnceCell::new(),
-        }
-    }
-
-    /// The links and waker, allocated now if they were not yet.
-    fn extra(&self) -> &Extra<T> {
-        self.extra.get_or_init(|| {
-            Box::new(Extra {
-                links: RefCell::new(Vec::new()),
-                next_link: Cell::new(0),
-                waker: RefCell::new(None),
-            })
-        })
-    }
-
-    fn complete(&self, result: Result<T, Error>) {
-        let extra = self.extra.get();
-        let links = extra.map_or_else(Vec::new, |x| std::mem::take(&mut *x.links.borrow_mut()));
-        let seen = links.iter().any(|(_, l)| matches!(l, Link::Callback(_)));
-        if !self.handle_alive.get() && !seen {
-            report_if_panicked(result.as_ref().err());
-        }
-        self.result.set(Some(result.map_err(Box::new)));
-        self.done.set(true);
-        super::with(|hub| self.waiters.wake_all(&hub.ready));
-        let waker = extra.and_then(|x| x.waker.borrow_mut().take());
-        if let Some(w) = waker {
-            w.wake();
-        }
-        if links.is_empty() {
-            return;
-        }
-        // Completion runs on the finishing greenlet's own stack.
-        let me = Greenlet::current();
-        for (_, link) in links {
-            match link {
-                Link::Notice(n) => n(),
-                Link::Callback(cb) => self.run_callback(&me, cb),
-            }
-        }
-    }
-
-    /// Runs `cb` with the result slot (not borrowed meanwhile, so the
-    /// callback may use the handle). A panic in it is reported, not raised.
-    fn run_callback(&self, g: &Greenlet, cb: Callback<T>) {
-        self.taken.set(true);
-        let mut slot = self.result.take().map(|r| r.map_err(|e| *e));
-        let r = panic::catch_unwind(AssertUnwindSafe(|| cb(g, &mut slot)));
-        self.result.set(slot.map(|r| r.map_err(Box::new)));
-        if let Err(p) = r {
-            if !p.is::<GreenletExit>() {
-                let msg = LAST_PANIC
-                    .with(|l| l.borrow_mut().take())
-                    .unwrap_or_else(|| panic_message(p.as_ref()));
-                eprintln!("greenhouse: a completion callback panicked: {msg}");
-            }
-        }
-    }
-}
-
-fn report_if_panicked(error: Option<&Error>) {
-    if let Some(Error::Panicked(p)) = error {
-        eprintln!(
-            "greenhouse: greenlet '{}' panicked and nobody joined it: {}",
-            p.name(),
-            p.message()
-        );
-    }
-}
-
 /// A handle to a spawned greenlet: join it, kill it, or ask about it.
 ///
 /// Dropping the handle detaches the greenlet (it keeps running).
@@ -700,30 +583,35 @@ pub struct JoinHandle<T> {
     /// Counted: a greenlet suspended in a switch stays reachable while
     /// its join handle exists.
     g: Greenlet,
-    state: Rc<JoinState<T>>,
-    _not_send: PhantomData<*const ()>,
+    /// Its result is a `T`; not `Send` (the greenlet lives on this
+    /// thread's hub).
+    _marker: PhantomData<Typed<T>>,
 }
+
+/// A [`JoinHandle`]'s marker: its result is a `T` (covariant, `Unpin` and
+/// owning no `T` itself), and it is not `Send`.
+type Typed<T> = (fn() -> T, *const ());
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
             .field("name", &self.g.name())
-            .field("ready", &self.state.done.get())
+            .field("ready", &self.core().done.get())
             .finish()
     }
 }
 
-impl<T> JoinHandle<T> {
+impl<T: 'static> JoinHandle<T> {
     fn failed(e: Error) -> JoinHandle<T> {
         let g = Rc::new(Inner::new(None, true, None, Expect::of::<()>()));
         g.state.set(State::Dead);
-        let state = Rc::new(JoinState::new());
-        state.result.set(Some(Err(Box::new(e))));
-        state.done.set(true);
+        let core = &g.ext.join;
+        core.put::<T>(Err(e));
+        core.done.set(true);
+        core.handle_alive.set(true);
         JoinHandle {
             g: Greenlet::from_inner(g),
-            state,
-            _not_send: PhantomData,
+            _marker: PhantomData,
         }
     }
 
@@ -769,93 +657,13 @@ impl<T> JoinHandle<T> {
     }
 
     pub(crate) fn take(&self) -> Result<T, Error> {
-        let r = self.state.result.take();
-        match r {
+        let core = self.core();
+        match core.take::<T>() {
             Some(r) => {
-                self.state.taken.set(true);
-                r.map_err(|e| *e)
+                core.taken.set(true);
+                r
             }
             None => Err(Error::ResultTaken),
-        }
-    }
-
-    pub(super) fn wait_until(&self, deadline: Option<Instant>) -> Result<(), Error> {
-        if self.state.done.get() {
-            return Ok(());
-        }
-        if greenlet::current_ptr() == Rc::as_ptr(self.g.inner()) {
-            return Err(Error::Invalid("a greenlet cannot join itself"));
-        }
-        let done = &self.state.done;
-        self.state
-            .waiters
-            .wait_until(deadline, WaitingOn::Join(self.g.inner().id), || done.get())
-            .map_err(Woke::error)
-    }
-
-    /// Kills the greenlet: raises [`GreenletExit`] at its suspension point
-    /// (its destructors run) and waits until it is dead. A greenlet that has
-    /// not started yet dies without running. Killing a finished greenlet
-    /// does nothing; killing yourself unwinds at once.
-    ///
-    /// # Errors
-    /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires
-    /// while waiting (it may catch `GreenletExit` and run on).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60)));
-    /// greenhouse::yield_now(); // let it start sleeping
-    /// h.kill().unwrap();
-    /// assert_eq!(h.join(), Err(greenhouse::Error::Killed));
-    /// ```
-    pub fn kill(&self) -> Result<(), Error> {
-        self.kill_nowait();
-        self.wait_until(None)
-    }
-
-    /// Raises [`GreenletExit`] in the greenlet without waiting for it to die.
-    pub fn kill_nowait(&self) {
-        if !self.state.done.get() {
-            kill_nowait(self.g.inner(), None);
-        }
-    }
-
-    /// Kills the greenlet *with an error* (gevent's
-    /// `kill(exception=...)`): raises [`ThrownError`] at its suspension
-    /// point, so that, unless it catches it, it ends unsuccessful with
-    /// `error` (joiners and [`link_exception`](Self::link_exception)
-    /// callbacks see it; [`kill`](Self::kill) would give
-    /// [`Error::Killed`]). Waits until it is dead. A greenlet that has not
-    /// started dies with `error` without running.
-    ///
-    /// # Errors
-    /// As for [`kill`](Self::kill).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use greenhouse::Error;
-    ///
-    /// let h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60)));
-    /// greenhouse::yield_now();
-    /// h.kill_with(Error::custom(std::io::Error::other("shutting down")))?;
-    /// let err = h.join().unwrap_err();
-    /// assert_eq!(err.to_string(), "shutting down");
-    /// # Ok::<(), Error>(())
-    /// ```
-    pub fn kill_with(&self, error: Error) -> Result<(), Error> {
-        self.kill_with_nowait(error);
-        self.wait_until(None)
-    }
-
-    /// [`kill_with`](Self::kill_with) without waiting for it to die.
-    pub fn kill_with_nowait(&self, error: Error) {
-        if !self.state.done.get() {
-            kill_nowait(self.g.inner(), Some(error));
         }
     }
 
@@ -884,12 +692,13 @@ impl<T> JoinHandle<T> {
     /// # Ok::<(), greenhouse::Error>(())
     /// ```
     pub fn link(&self, f: impl FnOnce(&Finished<'_, T>) + 'static) -> LinkKey {
-        self.link_slot(Box::new(move |greenlet, slot| match slot {
-            Some(result) => f(&Finished { greenlet, result }),
-            None => f(&Finished {
+        self.link_slot(Box::new(move |greenlet, core| {
+            let result = core.take::<T>().unwrap_or(Err(Error::ResultTaken));
+            f(&Finished {
                 greenlet,
-                result: &Err(Error::ResultTaken),
-            }),
+                result: &result,
+            });
+            core.put(result);
         }))
     }
 
@@ -943,6 +752,101 @@ impl<T> JoinHandle<T> {
         })
     }
 
+    /// Like [`link`](Self::link), but the callback takes the result (a
+    /// later `join` gets [`Error::ResultTaken`]).
+    pub(crate) fn link_take(&self, f: impl FnOnce(Result<T, Error>) + 'static) -> LinkKey {
+        self.link_slot(Box::new(move |_, core| {
+            f(core.take::<T>().unwrap_or(Err(Error::ResultTaken)));
+        }))
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// Its join state, in its record.
+    fn core(&self) -> &JoinCore {
+        &self.g.inner().ext.join
+    }
+
+    pub(super) fn wait_until(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        let core = self.core();
+        if core.done.get() {
+            return Ok(());
+        }
+        if greenlet::current_ptr() == Rc::as_ptr(self.g.inner()) {
+            return Err(Error::Invalid("a greenlet cannot join itself"));
+        }
+        let done = &core.done;
+        core.waiters
+            .wait_until(deadline, WaitingOn::Join(self.g.inner().id), || done.get())
+            .map_err(Woke::error)
+    }
+
+    /// Kills the greenlet: raises [`GreenletExit`] at its suspension point
+    /// (its destructors run) and waits until it is dead. A greenlet that has
+    /// not started yet dies without running. Killing a finished greenlet
+    /// does nothing; killing yourself unwinds at once.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] if an armed [`Timeout`](crate::Timeout) expires
+    /// while waiting (it may catch `GreenletExit` and run on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60)));
+    /// greenhouse::yield_now(); // let it start sleeping
+    /// h.kill().unwrap();
+    /// assert_eq!(h.join(), Err(greenhouse::Error::Killed));
+    /// ```
+    pub fn kill(&self) -> Result<(), Error> {
+        self.kill_nowait();
+        self.wait_until(None)
+    }
+
+    /// Raises [`GreenletExit`] in the greenlet without waiting for it to die.
+    pub fn kill_nowait(&self) {
+        if !self.core().done.get() {
+            kill_nowait(self.g.inner(), None);
+        }
+    }
+
+    /// Kills the greenlet *with an error* (gevent's
+    /// `kill(exception=...)`): raises [`ThrownError`] at its suspension
+    /// point, so that, unless it catches it, it ends unsuccessful with
+    /// `error` (joiners and [`link_exception`](Self::link_exception)
+    /// callbacks see it; [`kill`](Self::kill) would give
+    /// [`Error::Killed`]). Waits until it is dead. A greenlet that has not
+    /// started dies with `error` without running.
+    ///
+    /// # Errors
+    /// As for [`kill`](Self::kill).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use greenhouse::Error;
+    ///
+    /// let h = greenhouse::spawn(|| greenhouse::sleep(Duration::from_secs(60)));
+    /// greenhouse::yield_now();
+    /// h.kill_with(Error::custom(std::io::Error::other("shutting down")))?;
+    /// let err = h.join().unwrap_err();
+    /// assert_eq!(err.to_string(), "shutting down");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn kill_with(&self, error: Error) -> Result<(), Error> {
+        self.kill_with_nowait(error);
+        self.wait_until(None)
+    }
+
+    /// [`kill_with`](Self::kill_with) without waiting for it to die.
+    pub fn kill_with_nowait(&self, error: Error) {
+        if !self.core().done.get() {
+            kill_nowait(self.g.inner(), Some(error));
+        }
+    }
+
     /// Removes a callback that has not run yet (gevent's `unlink`).
     /// Returns whether it was still registered.
     ///
@@ -957,7 +861,7 @@ impl<T> JoinHandle<T> {
     /// # Ok::<(), greenhouse::Error>(())
     /// ```
     pub fn unlink(&self, key: LinkKey) -> bool {
-        let Some(extra) = self.state.extra.get() else {
+        let Some(extra) = join_state::extra_if(self.g.inner()) else {
             return false;
         };
         let mut cbs = extra.links.borrow_mut();
@@ -972,20 +876,11 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    /// Like [`link`](Self::link), but the callback takes the result (a
-    /// later `join` gets [`Error::ResultTaken`]).
-    pub(crate) fn link_take(&self, f: impl FnOnce(Result<T, Error>) + 'static) -> LinkKey {
-        self.link_slot(Box::new(move |_, slot| {
-            f(slot.take().unwrap_or(Err(Error::ResultTaken)));
-        }))
-    }
-
     /// Runs `f` when the greenlet finishes, unless unlinked first (the
     /// caller checks it has not finished yet).
     pub(crate) fn watch(&self, f: Notice) -> LinkKey {
         let key = self.next_key();
-        self.state
-            .extra()
+        join_state::extra(self.g.inner())
             .links
             .borrow_mut()
             .push((key, Link::Notice(f)));
@@ -993,19 +888,18 @@ impl<T> JoinHandle<T> {
     }
 
     fn next_key(&self) -> LinkKey {
-        let extra = self.state.extra();
+        let extra = join_state::extra(self.g.inner());
         let key = LinkKey(extra.next_link.get());
         extra.next_link.set(key.0 + 1);
         key
     }
 
-    pub(crate) fn link_slot(&self, cb: Callback<T>) -> LinkKey {
+    fn link_slot(&self, cb: Callback) -> LinkKey {
         let key = self.next_key();
-        if self.state.done.get() {
-            self.state.run_callback(&self.g, cb);
+        if self.core().done.get() {
+            join_state::run_callback(self.core(), &self.g, cb);
         } else {
-            self.state
-                .extra()
+            join_state::extra(self.g.inner())
                 .links
                 .borrow_mut()
                 .push((key, Link::Callback(cb)));
@@ -1051,13 +945,14 @@ impl<T> JoinHandle<T> {
     /// Marks it started; false if it was already, or cannot start.
     fn begin(&self) -> bool {
         let g = self.g.inner();
-        let startable = !self.state.started.get()
-            && !self.state.done.get()
+        let core = self.core();
+        let startable = !core.started.get()
+            && !core.done.get()
             && g.state.get() == State::Blocked
             && !g.ext.queued.get()
             && g.ext.park_gen.get() == 1;
         if startable {
-            self.state.started.set(true);
+            core.started.set(true);
         }
         startable
     }
@@ -1065,23 +960,20 @@ impl<T> JoinHandle<T> {
     /// The error it failed with, if it has finished and failed (a result
     /// already taken by a join counts as [`Error::ResultTaken`]).
     pub(super) fn failure(&self) -> Option<Error> {
-        if !self.state.done.get() {
+        let core = self.core();
+        if !core.done.get() {
             return None;
         }
-        let r = self.state.result.take();
-        let failure = match r.as_ref() {
-            Some(Ok(_)) => None,
-            Some(Err(e)) => Some((**e).clone()),
-            None => Some(Error::ResultTaken),
-        };
-        self.state.result.set(r);
-        failure
+        if !core.has_result() {
+            return Some(Error::ResultTaken);
+        }
+        core.with_error(|e| e.cloned())
     }
 
     /// Wakes `waker` when it finishes (the handle polled as a `Future`;
     /// the latest waker replaces the one before).
     pub(crate) fn set_waker(&self, waker: &std::task::Waker) {
-        let mut w = self.state.extra().waker.borrow_mut();
+        let mut w = join_state::extra(self.g.inner()).waker.borrow_mut();
         match w.as_ref() {
             Some(old) if old.will_wake(waker) => {}
             _ => *w = Some(waker.clone()),
@@ -1090,25 +982,25 @@ impl<T> JoinHandle<T> {
 
     /// The list woken when it finishes (for `hub::wait`).
     pub(super) fn waiters(&self) -> &WaitList {
-        &self.state.waiters
+        &self.core().waiters
     }
 
     /// Whether it has been scheduled to run (gevent's `started`): true for
     /// a spawned greenlet, and for a created one once started.
     pub fn is_started(&self) -> bool {
-        self.state.started.get()
+        self.core().started.get()
     }
 
     /// Whether it has finished and will not run again (gevent's `dead`).
     /// Same as [`is_ready`](Self::is_ready) for a greenlet made by this
     /// crate's `spawn`.
     pub fn is_dead(&self) -> bool {
-        self.state.done.get()
+        self.core().done.get()
     }
 
     /// Whether the greenlet has finished (its result is available).
     pub fn is_ready(&self) -> bool {
-        self.state.done.get()
+        self.core().done.get()
     }
 
     /// The greenlet's name.
@@ -1124,13 +1016,14 @@ impl<T> JoinHandle<T> {
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        self.state.handle_alive.set(false);
-        if self.state.done.get() && !self.state.taken.get() {
-            let r = self.state.result.take();
-            if let Some(r) = r.as_ref() {
-                report_if_panicked(r.as_ref().err().map(|e| &**e));
+        let core = self.core();
+        core.handle_alive.set(false);
+        if core.done.get() {
+            if !core.taken.get() {
+                core.with_error(join_state::report_if_panicked);
             }
-            self.state.result.set(r);
+            // Nobody can read it any more.
+            core.discard();
         }
     }
 }
