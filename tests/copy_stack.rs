@@ -410,3 +410,64 @@ fn the_dump_walks_moved_out_stacks_and_changes_nothing() {
         assert_eq!(h.join().unwrap(), 48);
     }
 }
+
+struct Flag(Rc<Cell<u32>>);
+
+impl Drop for Flag {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+/// A body waits in the buffer its stack is later saved into: captures of
+/// every size (none, odd, larger than any save so far) come out intact,
+/// a body that never runs is dropped once, and one that ran is dropped
+/// once by itself.
+#[test]
+fn bodies_wait_in_their_buffer_and_are_dropped_once() {
+    let drops = Rc::new(Cell::new(0));
+    // Never started: dropping the handle drops the body unrun.
+    let f = Flag(drops.clone());
+    let h = copied()
+        .create(move || {
+            let _f = f;
+            unreachable!("never started");
+        })
+        .unwrap();
+    drop(h);
+    assert_eq!(drops.get(), 1);
+    // Killed before it started: dropped unrun, once.
+    let f = Flag(drops.clone());
+    let h = copied().spawn(move || drop(f)).unwrap();
+    h.kill().unwrap();
+    assert_eq!(drops.get(), 2);
+    // Bodies of many sizes, parked and resumed while others ran.
+    let odd = [7u8; 37];
+    let big: Vec<u64> = (0..600).collect();
+    let big_arr: [u64; 600] = big.try_into().unwrap();
+    let f = Flag(drops.clone());
+    let hs: Vec<JoinHandle<u64>> = vec![
+        copied()
+            .spawn(|| {
+                greenhouse::sleep(Duration::from_millis(1));
+                1
+            })
+            .unwrap(),
+        copied()
+            .spawn(move || {
+                greenhouse::sleep(Duration::from_millis(1));
+                odd.iter().map(|&b| u64::from(b)).sum()
+            })
+            .unwrap(),
+        copied()
+            .spawn(move || {
+                let _f = f;
+                greenhouse::sleep(Duration::from_millis(1));
+                big_arr.iter().sum()
+            })
+            .unwrap(),
+    ];
+    let got: Vec<u64> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(got, [1, 7 * 37, 599 * 600 / 2]);
+    assert_eq!(drops.get(), 3);
+}

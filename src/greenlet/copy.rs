@@ -83,44 +83,125 @@ use std::sync::OnceLock;
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::inner::{Coro, CoroSlot, GreenletYielder, Inner, Resume, State};
+use super::payload::Outcome;
 use crate::stack::{self, GreenletStack, RunView};
 
 /// Run stacks per stack size on one thread. Two greenlets that switch back
 /// and forth on different run stacks copy nothing.
 const RUNS_PER_SIZE: usize = 4;
 
-/// Creates a copy-stack greenlet's coroutine on its run stack.
-pub(crate) type Start = Box<dyn StartFn>;
-
-/// What [`Start`] does: makes the coroutine, consuming the box.
-pub(crate) trait StartFn {
-    /// The coroutine, on `stack`, that runs what the box holds.
-    fn start(self: Box<Self>, stack: GreenletStack) -> Coro;
+/// A copy-stack greenlet that has not run yet: its body, and what makes
+/// its coroutine on its run stack at its first run ([`enter`]).
+///
+/// The body waits in a heap buffer of its size, which becomes the
+/// greenlet's saved buffer when it starts (its first park's save replaces
+/// it, unless it is large enough). The coroutine's function captures
+/// nothing: it takes the body out of the record at its
+/// first instruction ([`take_body`]). corosensei keeps the function it is
+/// given twice on the new stack (where it puts it before the first resume,
+/// and in its base frame), and both copies stay there while the greenlet
+/// lives, so a body that captured a socket and an address would otherwise
+/// cost a copy-stack greenlet their size three times over at every park.
+pub(crate) struct Start {
+    /// The body's bytes (unaligned) at the start.
+    buf: Box<[MaybeUninit<u8>]>,
+    /// Makes the coroutine that runs a body of this type.
+    make: fn(GreenletStack) -> Coro,
+    /// Drops the body unrun; `None` once it was handed to its record.
+    drop_body: Option<unsafe fn(*mut MaybeUninit<u8>)>,
 }
 
-/// A greenlet's body, boxed until its coroutine first runs ([`Start`]).
-///
-/// The coroutine's function is the box itself, one word: corosensei keeps
-/// the function it is given twice on the new stack (where it puts it
-/// before the first resume, and in its base frame), and both copies stay
-/// there while the greenlet lives, so a body that captured a socket and an
-/// address would cost a copy-stack greenlet their size three times over
-/// at every park. Moved out of the box when the coroutine starts, the body
-/// is on the stack once (and the box is freed).
-pub(crate) struct StartBody<R>(pub(crate) R);
+impl Start {
+    /// Holds `body` until its greenlet first runs.
+    pub(crate) fn new<B: FnOnce() -> Outcome + 'static>(body: B) -> Start {
+        let mut buf = Box::new_uninit_slice(std::mem::size_of::<B>());
+        // SAFETY: `buf` has room for a `B` (its length is at least that
+        // size); the write is unaligned, as the buffer is bytes.
+        unsafe { buf.as_mut_ptr().cast::<B>().write_unaligned(body) };
+        Start {
+            buf,
+            make: make::<B>,
+            drop_body: Some(drop_body::<B>),
+        }
+    }
 
-impl<B: FnOnce() -> super::payload::Outcome + 'static> StartFn for StartBody<B> {
-    fn start(self: Box<Self>, stack: GreenletStack) -> Coro {
-        Coro::with_stack(
-            stack,
-            #[inline(always)]
-            move |y: &GreenletYielder, _: Resume| {
-                let StartBody(body) = *self;
-                super::run(y, body)
-            },
-        )
+    /// Hands the body over to `cp` (the record's saved buffer, marked
+    /// [`BODY`]) and makes the coroutine that will take it, on `stack`.
+    fn begin(mut self, cp: &Copied, stack: GreenletStack) -> Coro {
+        self.drop_body = None;
+        cp.saved.set(std::mem::take(&mut self.buf));
+        cp.out.set(BODY);
+        (self.make)(stack)
     }
 }
+
+impl Drop for Start {
+    fn drop(&mut self) {
+        if let Some(drop_body) = self.drop_body.take() {
+            // SAFETY: still armed, so `buf` holds the body `new` wrote
+            // with this function's type, never read (`begin` disarms
+            // before handing it over).
+            unsafe { drop_body(self.buf.as_mut_ptr()) };
+        }
+    }
+}
+
+/// Drops the `B` at `p`.
+///
+/// # Safety
+/// `p` holds a `B` (unaligned) that nothing else reads or drops.
+unsafe fn drop_body<B>(p: *mut MaybeUninit<u8>) {
+    // SAFETY: the caller's contract.
+    drop(unsafe { p.cast::<B>().read_unaligned() });
+}
+
+/// The coroutine of a greenlet whose body is a `B`.
+fn make<B: FnOnce() -> Outcome + 'static>(stack: GreenletStack) -> Coro {
+    Coro::with_stack(
+        stack,
+        #[inline(always)]
+        |y: &GreenletYielder, _: Resume| {
+            let body = take_body::<B>();
+            super::run(y, body)
+        },
+    )
+}
+
+/// The running greenlet's body, moved out of its saved buffer onto its
+/// stack: the first thing its coroutine does.
+///
+/// The buffer holds a `B`: only [`make::<B>`](make) makes a coroutine
+/// that calls this, from the [`Start`] that wrote that `B` ([`Start::new`]
+/// pairs them), and `begin` handed the buffer to the same record, marked
+/// [`BODY`]. The record is the running greenlet's: a coroutine runs only
+/// while its record is current (the trampoline sets it before every
+/// resume). Nothing replaced the buffer since: it is only replaced by a
+/// save of the greenlet's stack (which happens after it ran and
+/// suspended; `enter_copied` refuses to save a resident still marked
+/// `BODY`) and freed when it dies.
+#[inline(always)]
+fn take_body<B>() -> B {
+    super::inner::with_current(|g| {
+        let cp = g.copied.get().filter(|cp| cp.out.get() == BODY);
+        let Some(cp) = cp else {
+            // Unreachable (see above); a read would be undefined.
+            eprintln!("greenhouse: a copy-stack greenlet started without its body");
+            std::process::abort();
+        };
+        let buf = cp.saved.take();
+        // SAFETY: `buf` holds a `B` written by `Start::new` and never read
+        // (the argument above; `out` goes back to 0 below, so this runs
+        // once).
+        let body = unsafe { buf.as_ptr().cast::<B>().read_unaligned() };
+        cp.saved.set(buf);
+        cp.out.set(0);
+        body
+    })
+}
+
+/// `Copied::out` while the saved buffer holds a body its coroutine has not
+/// taken yet ([`take_body`]).
+const BODY: u32 = u32::MAX;
 
 /// What a copy-stack greenlet's record adds. Every record has one, inline
 /// (a separate allocation cost a copy-stack greenlet more than these 32
@@ -166,12 +247,12 @@ impl Copied {
         &self.sp
     }
 
-    /// Bytes its stack holds on the heap now (0 while resident).
+    /// Bytes its stack holds on the heap now (0 while resident, and
+    /// before it started).
     pub(crate) fn saved_len(&self) -> usize {
-        if self.out.get() != 0 {
-            self.out.get() as usize
-        } else {
-            0
+        match self.out.get() {
+            BODY => 0,
+            n => n as usize,
         }
     }
 }
@@ -273,6 +354,13 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
                 .copied
                 .get()
                 .expect("only copy-stack greenlets are resident");
+            if rc.out.get() == BODY {
+                // Made but never resumed: impossible (`drive` resumes a
+                // greenlet right after `enter`), and saving would lose
+                // the body `take_body` has yet to read.
+                eprintln!("greenhouse: a copy-stack greenlet was displaced before it started");
+                std::process::abort();
+            }
             let low = rc.sp.get().saturating_sub(depth()).max(bottom);
             let mut saved = rc.saved.take();
             // SAFETY: `[low, top)` is inside the run stack, and nothing runs
@@ -282,13 +370,16 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             // runs only after this returns.
             let len = unsafe { stack::save(low, top, &mut saved) };
             rc.saved.set(saved);
-            // A stack is far smaller than 4 GiB (and never empty here:
-            // `low` is below the resident's frames).
-            rc.out
-                .set(u32::try_from(len).expect("a stack's live bytes fit in 32 bits"));
+            // A stack's live bytes are far fewer than 4 GiB (and never
+            // none here: `low` is below the resident's frames).
+            let len = u32::try_from(len)
+                .ok()
+                .filter(|&l| l != BODY)
+                .expect("a stack's live bytes fit in 32 bits");
+            rc.out.set(len);
         }
         run.resident = Some(g.clone());
-        let len = cp.out.get() as usize;
+        let len = cp.saved_len();
         if len != 0 {
             let saved = cp.saved.take();
             // SAFETY: `g`'s bytes came from this run stack's top, where
@@ -302,7 +393,7 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             let mut slot = g.coro.borrow_mut();
             if matches!(*slot, CoroSlot::Start(_)) {
                 if let CoroSlot::Start(start) = std::mem::replace(&mut *slot, CoroSlot::Empty) {
-                    *slot = CoroSlot::Made(start.start(GreenletStack::Run(run.view)));
+                    *slot = CoroSlot::Made(start.begin(cp, GreenletStack::Run(run.view)));
                 }
             }
         }

@@ -130,7 +130,7 @@ pub(crate) fn create(
     body: impl FnOnce() -> Outcome + 'static,
 ) -> std::io::Result<Rc<Inner>> {
     let inner = if copy {
-        let start: copy::Start = Box::new(copy::StartBody(body));
+        let start = copy::Start::new(body);
         let (copied, bounds) = copy::bind(stack_size)?;
         let inner = inner::new_rc(move || make().with_copied(copied));
         inner.stack.set(bounds);
