@@ -160,10 +160,7 @@ fn make<B: FnOnce() -> Outcome + 'static>(stack: GreenletStack) -> Coro {
     Coro::with_stack(
         stack,
         #[inline(always)]
-        |y: &GreenletYielder, _: Resume| {
-            let body = take_body::<B>();
-            super::run(y, body)
-        },
+        |y: &GreenletYielder, _: Resume| super::run(y, take_body::<B>),
     )
 }
 

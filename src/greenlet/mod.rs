@@ -94,16 +94,21 @@ impl PartialEq for Greenlet {
 
 impl Eq for Greenlet {}
 
-/// What a greenlet's coroutine runs: `body`, as the greenlet whose yielder
-/// is `y`. Inlined into the coroutine's base frame (one frame fewer on
-/// every parked stack).
+/// What a greenlet's coroutine runs: the body `get` gives, as the greenlet
+/// whose yielder is `y`. Inlined into the coroutine's base frame (one frame
+/// fewer on every parked stack). The body is got after the record is set
+/// up, right before it is called, so that the base frame holds no copy of
+/// it across a call (a copy-stack greenlet's parked frames are copied).
 #[inline(always)]
-pub(crate) fn run(y: &GreenletYielder, body: impl FnOnce() -> Outcome) -> payload::Ending {
+pub(crate) fn run<B: FnOnce() -> Outcome>(
+    y: &GreenletYielder,
+    get: impl FnOnce() -> B,
+) -> payload::Ending {
     // The greenlet owns its record while it has frames (inner.rs,
     // Ownership): this reference lives until the body has returned.
     let me = current_rc();
     me.yielder.set(y as *const _);
-    let outcome = body();
+    let outcome = get()();
     // What the layers above keep per greenlet (its locals) dies with it,
     // on its own stack.
     inner::run_exit_hook(&me);
@@ -143,7 +148,7 @@ pub(crate) fn create(
         *inner.coro.borrow_mut() = inner::CoroSlot::Made(Coroutine::with_stack(
             stack::GreenletStack::Own(stack),
             #[inline(always)]
-            move |y: &GreenletYielder, _: Resume| run(y, body),
+            move |y: &GreenletYielder, _: Resume| run(y, move || body),
         ));
         inner
     };

@@ -380,6 +380,9 @@ where
     F: FnOnce() -> T,
     T: 'static,
 {
+    if !started::<T>() {
+        return;
+    }
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     finish(r);
 }
@@ -477,9 +480,7 @@ where
             let _live = live;
             // Nothing sized like a message, a result or an error lives in this
             // frame while the body runs: the result goes straight to `st`.
-            if started::<T>() {
-                run_caught(f);
-            }
+            run_caught(f);
             Outcome::Done
         },
     )
