@@ -83,7 +83,6 @@ use std::sync::OnceLock;
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::inner::{Coro, CoroSlot, GreenletYielder, Inner, Resume, State};
-use super::payload::Outcome;
 use crate::stack::{self, GreenletStack, RunView};
 
 /// Run stacks per stack size on one thread. Two greenlets that switch back
@@ -96,8 +95,8 @@ const RUNS_PER_SIZE: usize = 4;
 /// The body waits in a heap buffer of its size, which becomes the
 /// greenlet's saved buffer when it starts (its first park's save replaces
 /// it, unless it is large enough). The coroutine's function captures
-/// nothing: it takes the body out of the record at its
-/// first instruction ([`take_body`]). corosensei keeps the function it is
+/// nothing: the body is taken out of the record when it starts, before it
+/// can suspend ([`take_body`]). corosensei keeps the function it is
 /// given twice on the new stack (where it puts it before the first resume,
 /// and in its base frame), and both copies stay there while the greenlet
 /// lives, so a body that captured a socket and an address would otherwise
@@ -113,7 +112,7 @@ pub(crate) struct Start {
 
 impl Start {
     /// Holds `body` until its greenlet first runs.
-    pub(crate) fn new<B: FnOnce() -> Outcome + 'static>(body: B) -> Start {
+    pub(crate) fn new<B: super::Body>(body: B) -> Start {
         let mut buf = Box::new_uninit_slice(std::mem::size_of::<B>());
         // SAFETY: `buf` has room for a `B` (its length is at least that
         // size); the write is unaligned, as the buffer is bytes.
@@ -156,7 +155,7 @@ unsafe fn drop_body<B>(p: *mut MaybeUninit<u8>) {
 }
 
 /// The coroutine of a greenlet whose body is a `B`.
-fn make<B: FnOnce() -> Outcome + 'static>(stack: GreenletStack) -> Coro {
+fn make<B: super::Body>(stack: GreenletStack) -> Coro {
     Coro::with_stack(
         stack,
         #[inline(always)]
@@ -165,7 +164,9 @@ fn make<B: FnOnce() -> Outcome + 'static>(stack: GreenletStack) -> Coro {
 }
 
 /// The running greenlet's body, moved out of its saved buffer onto its
-/// stack: the first thing its coroutine does.
+/// stack: the getter its coroutine gives `run`, which calls it (through
+/// [`Body::run_got`](super::Body::run_got)) before anything that can
+/// suspend.
 ///
 /// The buffer holds a `B`: only [`make::<B>`](make) makes a coroutine
 /// that calls this, from the [`Start`] that wrote that `B` ([`Start::new`]
@@ -182,8 +183,7 @@ fn take_body<B>() -> B {
         let cp = g.copied.get().filter(|cp| cp.out.get() == BODY);
         let Some(cp) = cp else {
             // Unreachable (see above); a read would be undefined.
-            eprintln!("greenhouse: a copy-stack greenlet started without its body");
-            std::process::abort();
+            abort_with("a copy-stack greenlet started without its body")
         };
         let buf = cp.saved.take();
         // SAFETY: `buf` holds a `B` written by `Start::new` and never read
@@ -194,6 +194,15 @@ fn take_body<B>() -> B {
         cp.out.set(0);
         body
     })
+}
+
+/// Reports a broken invariant of this module and aborts the process (out
+/// of line: it stays out of the frames it is called from).
+#[cold]
+#[inline(never)]
+fn abort_with(what: &str) -> ! {
+    eprintln!("greenhouse: {what}");
+    std::process::abort()
 }
 
 /// `Copied::out` while the saved buffer holds a body its coroutine has not
@@ -355,8 +364,7 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
                 // Made but never resumed: impossible (`drive` resumes a
                 // greenlet right after `enter`), and saving would lose
                 // the body `take_body` has yet to read.
-                eprintln!("greenhouse: a copy-stack greenlet was displaced before it started");
-                std::process::abort();
+                abort_with("a copy-stack greenlet was displaced before it started");
             }
             let low = rc.sp.get().saturating_sub(depth()).max(bottom);
             let mut saved = rc.saved.take();

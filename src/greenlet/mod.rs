@@ -94,21 +94,36 @@ impl PartialEq for Greenlet {
 
 impl Eq for Greenlet {}
 
+/// What a greenlet runs: a closure, or a body that wants to be got as late
+/// as it can ([`Body::run_got`]).
+pub(crate) trait Body: 'static {
+    /// Gets the body from `get` (once) and runs it. `get` reads it from
+    /// where it waits (a copy-stack greenlet's record); a body got right
+    /// where it is used is on the stack once, where a body got early and
+    /// passed on is there as often as it was moved across a call, in
+    /// frames that stay while the greenlet is parked (and are copied).
+    fn run_got(get: impl FnOnce() -> Self) -> Outcome;
+}
+
+impl<C: FnOnce() -> Outcome + 'static> Body for C {
+    #[inline(always)]
+    fn run_got(get: impl FnOnce() -> Self) -> Outcome {
+        get()()
+    }
+}
+
 /// What a greenlet's coroutine runs: the body `get` gives, as the greenlet
 /// whose yielder is `y`. Inlined into the coroutine's base frame (one frame
 /// fewer on every parked stack). The body is got after the record is set
-/// up, right before it is called, so that the base frame holds no copy of
-/// it across a call (a copy-stack greenlet's parked frames are copied).
+/// up, by the body's own [`Body::run_got`], so that the base frame holds
+/// no copy of it (a copy-stack greenlet's parked frames are copied).
 #[inline(always)]
-pub(crate) fn run<B: FnOnce() -> Outcome>(
-    y: &GreenletYielder,
-    get: impl FnOnce() -> B,
-) -> payload::Ending {
+pub(crate) fn run<B: Body>(y: &GreenletYielder, get: impl FnOnce() -> B) -> payload::Ending {
     // The greenlet owns its record while it has frames (inner.rs,
     // Ownership): this reference lives until the body has returned.
     let me = current_rc();
     me.yielder.set(y as *const _);
-    let outcome = get()();
+    let outcome = B::run_got(get);
     // What the layers above keep per greenlet (its locals) dies with it,
     // on its own stack.
     inner::run_exit_hook(&me);
@@ -132,7 +147,7 @@ pub(crate) fn create(
     clean_stack: bool,
     copy: bool,
     at: &'static Location<'static>,
-    body: impl FnOnce() -> Outcome + 'static,
+    body: impl Body,
 ) -> std::io::Result<Rc<Inner>> {
     let inner = if copy {
         let start = copy::Start::new(body);

@@ -372,10 +372,42 @@ fn not_started<T: 'static>(first: Msg) -> bool {
     }
 }
 
-/// Runs a spawned greenlet's body and completes its join state with its
-/// value, or with the error a panic or a kill turned into.
+/// A spawned greenlet's body: `f`, whose result goes to its join state.
+struct Spawned<F, T> {
+    /// Counts it alive for the blocked-hub detector until it is dropped:
+    /// run to its end, or dropped unrun.
+    live: Live,
+    f: F,
+    _result: PhantomData<fn() -> T>,
+}
+
+impl<F: FnOnce() -> T + 'static, T: 'static> greenlet::Body for Spawned<F, T> {
+    /// Inlined into the coroutine's base frame (one frame fewer on every
+    /// parked stack); the body is got in `run_caught`'s frame, where it is
+    /// called.
+    #[inline(always)]
+    fn run_got(get: impl FnOnce() -> Self) -> Outcome {
+        if std::mem::size_of::<F>() <= SMALL_BODY {
+            let Spawned { live, f, .. } = get();
+            run_caught_small(f);
+            drop(live);
+        } else {
+            run_caught(get);
+        }
+        Outcome::Done
+    }
+}
+
+/// The size up to which a body is got in the base frame and passed on by
+/// value ([`run_caught_small`]): LLVM then inlines a small body into the
+/// frame that catches its panics, which saves the body a frame of its own;
+/// a larger one is got where it is called ([`run_caught`]), so that its
+/// captures are on the stack once instead of twice.
+const SMALL_BODY: usize = 16;
+
+/// [`run_caught`] for a small body, passed by value.
 #[inline(never)]
-fn run_caught<F, T>(f: F)
+fn run_caught_small<F, T>(f: F)
 where
     F: FnOnce() -> T,
     T: 'static,
@@ -384,6 +416,29 @@ where
         return;
     }
     let r = panic::catch_unwind(AssertUnwindSafe(f));
+    finish(r);
+}
+
+/// Runs a spawned greenlet's body, which `get` gives, and completes its
+/// join state with its value, or with the error a panic or a kill turned
+/// into. Nothing sized like a message, a result or an error lives in the
+/// base frame while the body runs, and the body itself is on the stack
+/// once: got inside the `catch_unwind` that calls it.
+#[inline(never)]
+fn run_caught<F, T>(get: impl FnOnce() -> Spawned<F, T>)
+where
+    F: FnOnce() -> T,
+    T: 'static,
+{
+    if !started::<T>() {
+        drop(get());
+        return;
+    }
+    let r = panic::catch_unwind(AssertUnwindSafe(|| {
+        let Spawned { live, f, .. } = get();
+        let _live = live;
+        f()
+    }));
     finish(r);
 }
 
@@ -463,7 +518,8 @@ where
     let copy = b.copy.unwrap_or_else(greenlet::copy_default);
     let record = move || Inner::new(name, true, None, Expect::of::<()>());
     // Counts it alive for the blocked-hub detector until the body is
-    // dropped: run to its end, or dropped unrun (also if `create` fails).
+    // dropped: run to its end, or dropped unrun (also if `create` fails;
+    // see `Spawned::live`).
     hub.probe.add_live(1);
     let live = Live;
     let at = std::panic::Location::caller();
@@ -473,15 +529,10 @@ where
         b.clean_stack,
         copy,
         at,
-        // Inlined into the coroutine's base frame: one frame fewer on
-        // every parked stack.
-        #[inline(always)]
-        move || {
-            let _live = live;
-            // Nothing sized like a message, a result or an error lives in this
-            // frame while the body runs: the result goes straight to `st`.
-            run_caught(f);
-            Outcome::Done
+        Spawned {
+            live,
+            f,
+            _result: PhantomData,
         },
     )
     .map_err(Error::spawn)?;
