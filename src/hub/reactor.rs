@@ -49,21 +49,17 @@ pub(crate) enum Interest {
 /// One registered fd and the greenlets waiting on it.
 pub(crate) struct Source {
     fd: RawFd,
-    /// Its index in the slab.
-    key: usize,
-    /// What its epoll events carry: `key` in the low 32 bits, a serial
-    /// number of the registration above. An event whose token is not the
+    /// What its epoll events carry: its index in the slab (its key) in the
+    /// low 32 bits, a serial number of the registration above. An event whose token is not the
     /// source's own is stale (a cached borrowed registration whose fd was
     /// closed while a dup kept the file open, see
     /// [`Reactor::wait_borrowed`]) and is ignored.
     token: u64,
     readers: WaitList,
     writers: WaitList,
-    /// The async task polling a read / a write (`Watcher::poll_io`): one
-    /// each, the latest replacing the one before, as in `async-io`. A
-    /// set waker counts in the reactor's `waiting`.
-    read_waker: RefCell<Option<Waker>>,
-    write_waker: RefCell<Option<Waker>>,
+    /// The async tasks polling it, allocated at the first (most sources
+    /// are only waited on by greenlets, and every connection has one).
+    wakers: OnceCell<Box<Wakers>>,
     /// A stream read returned less than it asked for, and no readable
     /// event has come since: the socket holds no data (see
     /// `Watcher::read_stream`).
@@ -74,7 +70,35 @@ pub(crate) struct Source {
     read_closed: Cell<bool>,
 }
 
+/// The async task polling a read / a write on a source
+/// (`Watcher::poll_io`): one each, the latest replacing the one before, as
+/// in `async-io`. A set waker counts in the reactor's `waiting`.
+#[derive(Default)]
+struct Wakers {
+    read: RefCell<Option<Waker>>,
+    write: RefCell<Option<Waker>>,
+}
+
 impl Source {
+    /// Its index in the slab.
+    fn key(&self) -> usize {
+        self.token as u32 as usize
+    }
+
+    /// Its async wakers, if one was ever set.
+    fn wakers(&self) -> Option<&Wakers> {
+        self.wakers.get().map(|w| &**w)
+    }
+
+    /// Takes the async waker for `interest`, if one is set.
+    fn take_waker(&self, interest: Interest) -> Option<Waker> {
+        let w = self.wakers()?;
+        match interest {
+            Interest::Read => w.read.borrow_mut().take(),
+            Interest::Write => w.write.borrow_mut().take(),
+        }
+    }
+
     /// Wakes the readers and/or the writers; returns how many woke. The
     /// async wakers are moved to `wakers`, for the caller to wake once it
     /// holds no borrow (a foreign waker may run any code).
@@ -87,27 +111,29 @@ impl Source {
         if readable {
             self.read_drained.set(false);
             woken += self.readers.wake_all(ready);
-            wakers.extend(self.read_waker.borrow_mut().take());
+            wakers.extend(self.take_waker(Interest::Read));
         }
         if writable {
             woken += self.writers.wake_all(ready);
-            wakers.extend(self.write_waker.borrow_mut().take());
+            wakers.extend(self.take_waker(Interest::Write));
         }
         woken
     }
 
     #[cfg(any(feature = "futures-io", feature = "tokio"))]
     fn waker_slot(&self, interest: Interest) -> &RefCell<Option<Waker>> {
+        let w = self.wakers.get_or_init(Box::default);
         match interest {
-            Interest::Read => &self.read_waker,
-            Interest::Write => &self.write_waker,
+            Interest::Read => &w.read,
+            Interest::Write => &w.write,
         }
     }
 
     /// How many async wakers are set.
     fn wakers_set(&self) -> usize {
-        usize::from(self.read_waker.borrow().is_some())
-            + usize::from(self.write_waker.borrow().is_some())
+        self.wakers().map_or(0, |w| {
+            usize::from(w.read.borrow().is_some()) + usize::from(w.write.borrow().is_some())
+        })
     }
 
     /// Marks the source as holding no data until its next readable event.
@@ -374,12 +400,10 @@ impl Reactor {
         }
         let src = Rc::new(Source {
             fd: fd.as_raw_fd(),
-            key,
             token,
             readers: WaitList::default(),
             writers: WaitList::default(),
-            read_waker: RefCell::new(None),
-            write_waker: RefCell::new(None),
+            wakers: OnceCell::new(),
             read_drained: Cell::new(false),
             read_closed: Cell::new(false),
         });
@@ -422,9 +446,9 @@ impl Reactor {
         }
         self.forget(src);
         // Its async tasks are woken: a poll now finds the fd gone.
-        let mut wakers: Vec<Waker> = [&src.read_waker, &src.write_waker]
+        let mut wakers: Vec<Waker> = [Interest::Read, Interest::Write]
             .into_iter()
-            .filter_map(|w| w.borrow_mut().take())
+            .filter_map(|i| src.take_waker(i))
             .collect();
         self.fire(&mut wakers);
     }
@@ -436,14 +460,14 @@ impl Reactor {
     fn forget(&self, src: &Source) {
         let removed = {
             let mut sources = self.sources.borrow_mut();
-            let slot = sources.get_mut(src.key);
+            let slot = sources.get_mut(src.key());
             match slot {
                 Some(s) if s.as_ref().is_some_and(|s| s.token == src.token) => s.take(),
                 _ => None,
             }
         };
         if removed.is_some() {
-            self.free.borrow_mut().push(src.key);
+            self.free.borrow_mut().push(src.key());
         }
         drop(removed);
     }
@@ -688,5 +712,16 @@ impl Reactor {
         self.borrowed.borrow_mut().clear();
         let all = std::mem::take(&mut *self.sources.borrow_mut());
         drop(all);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection has a source: like a greenlet's record, its size
+    /// is part of an idle connection's memory (issue 21). The async wakers
+    /// are boxed at first use, and the slab key is the token's low half.
+    #[test]
+    fn a_source_is_72_bytes() {
+        assert_eq!(std::mem::size_of::<super::Source>(), 72);
     }
 }
