@@ -431,3 +431,16 @@ fn links_after_the_end_see_the_result_or_that_it_was_taken() {
     h.link(move |d| *g3.borrow_mut() = Some(d.result().clone()));
     assert_eq!(*got.borrow(), Some(Err(Error::ResultTaken)));
 }
+
+/// A link callback that panics loses nothing: the panic is reported, and
+/// the result stays for the join and for the callbacks after it.
+#[test]
+fn a_panicking_link_callback_leaves_the_result_in_place() {
+    let h = spawn(|| 9u8);
+    h.link(|_| panic!("callback trouble"));
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    h.link(move |d| s.set(d.value().copied()));
+    assert_eq!(h.join(), Ok(9));
+    assert_eq!(seen.get(), Some(9));
+}

@@ -110,6 +110,14 @@ impl JoinCore {
         })
     }
 
+    /// Lends the result out (to a callback), until the loan is dropped.
+    pub(super) fn lend<T: 'static>(&self) -> Lent<'_, T> {
+        Lent {
+            core: self,
+            result: self.take(),
+        }
+    }
+
     /// Drops the result (nobody can read it any more).
     pub(super) fn discard(&self) {
         drop(self.result.take());
@@ -133,6 +141,28 @@ impl JoinCore {
         let there = boxed.is_some();
         self.result.set(boxed);
         there
+    }
+}
+
+/// A join state's result, lent out: put back when the loan is dropped,
+/// also when the borrower panics (a callback's panic loses nothing).
+pub(super) struct Lent<'a, T: 'static> {
+    core: &'a JoinCore,
+    result: Option<Result<T, Error>>,
+}
+
+impl<T: 'static> Lent<'_, T> {
+    /// The result, if it was there (not taken by a join).
+    pub(super) fn result(&self) -> Option<&Result<T, Error>> {
+        self.result.as_ref()
+    }
+}
+
+impl<T: 'static> Drop for Lent<'_, T> {
+    fn drop(&mut self) {
+        if let Some(r) = self.result.take() {
+            self.core.put(r);
+        }
     }
 }
 

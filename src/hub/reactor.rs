@@ -50,10 +50,10 @@ pub(crate) enum Interest {
 pub(crate) struct Source {
     fd: RawFd,
     /// What its epoll events carry: its index in the slab (its key) in the
-    /// low 32 bits, a serial number of the registration above. An event whose token is not the
-    /// source's own is stale (a cached borrowed registration whose fd was
-    /// closed while a dup kept the file open, see
-    /// [`Reactor::wait_borrowed`]) and is ignored.
+    /// low 32 bits, a serial number of the registration above. An event
+    /// whose token is not the source's own is stale (a cached borrowed
+    /// registration whose fd was closed while a dup kept the file open,
+    /// see [`Reactor::wait_borrowed`]) and is ignored.
     token: u64,
     readers: WaitList,
     writers: WaitList,
@@ -381,9 +381,16 @@ impl Reactor {
             s.push(None);
             s.len() - 1
         });
+        // The token keeps the key in 32 bits (and `Source::key` reads it
+        // from there): four billion registered fds are far beyond any
+        // file limit, but a key that does not fit is refused, not wrapped.
+        let Ok(key32) = u32::try_from(key) else {
+            self.free.borrow_mut().push(key);
+            return Err(io::Error::other("too many registered file descriptors"));
+        };
         let serial = self.serial.get().wrapping_add(1);
         self.serial.set(serial);
-        let token = (u64::from(serial) << 32) | key as u64;
+        let token = (u64::from(serial) << 32) | u64::from(key32);
         // The caller owns `fd` (a Watcher, which deregisters it before
         // closing it; or the monkey hooks, see `wait_borrowed`), so the
         // epoll set never refers to a closed or reused fd under a live

@@ -745,12 +745,12 @@ impl<T: 'static> JoinHandle<T> {
     /// ```
     pub fn link(&self, f: impl FnOnce(&Finished<'_, T>) + 'static) -> LinkKey {
         self.link_slot(Box::new(move |greenlet, core| {
-            let result = core.take::<T>().unwrap_or(Err(Error::ResultTaken));
+            let lent = core.lend::<T>();
+            let taken = Err(Error::ResultTaken);
             f(&Finished {
                 greenlet,
-                result: &result,
+                result: lent.result().unwrap_or(&taken),
             });
-            core.put(result);
         }))
     }
 
