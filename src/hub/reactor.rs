@@ -79,6 +79,16 @@ struct Wakers {
     write: RefCell<Option<Waker>>,
 }
 
+impl Wakers {
+    /// The slot for `interest`.
+    fn slot(&self, interest: Interest) -> &RefCell<Option<Waker>> {
+        match interest {
+            Interest::Read => &self.read,
+            Interest::Write => &self.write,
+        }
+    }
+}
+
 impl Source {
     /// Its index in the slab.
     fn key(&self) -> usize {
@@ -92,11 +102,7 @@ impl Source {
 
     /// Takes the async waker for `interest`, if one is set.
     fn take_waker(&self, interest: Interest) -> Option<Waker> {
-        let w = self.wakers()?;
-        match interest {
-            Interest::Read => w.read.borrow_mut().take(),
-            Interest::Write => w.write.borrow_mut().take(),
-        }
+        self.wakers()?.slot(interest).borrow_mut().take()
     }
 
     /// Wakes the readers and/or the writers; returns how many woke. The
@@ -122,11 +128,7 @@ impl Source {
 
     #[cfg(any(feature = "futures-io", feature = "tokio"))]
     fn waker_slot(&self, interest: Interest) -> &RefCell<Option<Waker>> {
-        let w = self.wakers.get_or_init(Box::default);
-        match interest {
-            Interest::Read => &w.read,
-            Interest::Write => &w.write,
-        }
+        self.wakers.get_or_init(Box::default).slot(interest)
     }
 
     /// How many async wakers are set.
