@@ -222,11 +222,17 @@ pub(crate) struct Copied {
     /// bytes). Taken out and put back around each use: a `Cell` is a word
     /// smaller than a `RefCell`, and every record has one.
     saved: Cell<Box<[MaybeUninit<u8>]>>,
-    /// How many bytes at the start of `saved` are its stack; 0 while it is
-    /// resident (its bytes in place). The buffer is reused from park to
-    /// park, so it may be longer.
+    /// How many bytes at the start of `saved` hold its stack, with the
+    /// [`SPARSE`] bit when they are in the sparse form (zero runs left
+    /// out); 0 while it is resident (its bytes in place), [`BODY`] before
+    /// it started. The buffer is reused from park to park, so it may be
+    /// longer.
     out: Cell<u32>,
 }
+
+/// The bit of `Copied::out` that marks saved bytes in the sparse form
+/// (zero runs left out, `stack::save`); the rest is the stored length.
+const SPARSE: u32 = 1 << 31;
 
 /// `Copied::run` of a greenlet with a stack of its own.
 const OWN: u32 = u32::MAX;
@@ -258,8 +264,14 @@ impl Copied {
     pub(crate) fn saved_len(&self) -> usize {
         match self.out.get() {
             BODY => 0,
-            n => n as usize,
+            n => (n & !SPARSE) as usize,
         }
+    }
+
+    /// Whether its saved bytes are in the sparse form (`stack::save`).
+    fn sparse(&self) -> bool {
+        let out = self.out.get();
+        out != BODY && out & SPARSE != 0
     }
 }
 
@@ -373,15 +385,15 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             // above; a resident has run and suspended through
             // `switch_out`, or it died and `leave` cleared it), and `g`
             // runs only after this returns.
-            let len = unsafe { stack::save(low, top, &mut saved) };
+            let kept = unsafe { stack::save(low, top, &mut saved) };
             rc.saved.set(saved);
-            // A stack's live bytes are far fewer than 4 GiB (and never
+            // A stack's live bytes are far fewer than 2 GiB (and never
             // none here: `low` is below the resident's frames).
-            let len = u32::try_from(len)
+            let len = u32::try_from(kept.stored)
                 .ok()
-                .filter(|&l| l != BODY)
-                .expect("a stack's live bytes fit in 32 bits");
-            rc.out.set(len);
+                .filter(|&l| l < SPARSE)
+                .expect("a stack's live bytes fit in 31 bits");
+            rc.out.set(if kept.sparse { len | SPARSE } else { len });
         }
         run.resident = Some(g.clone());
         let len = cp.saved_len();
@@ -390,7 +402,7 @@ fn enter_copied(g: &Rc<Inner>, cp: &Copied) -> bool {
             // SAFETY: `g`'s bytes came from this run stack's top, where
             // they go back; nothing runs there (the previous resident's
             // bytes were saved just above).
-            unsafe { stack::restore((top, bottom), &saved[..len]) };
+            unsafe { stack::restore((top, bottom), &saved[..len], cp.sparse()) };
             cp.saved.set(saved);
             cp.out.set(0);
         } else {

@@ -644,6 +644,8 @@ pub struct StackUsage {
     /// A copy-stack greenlet's live stack bytes held on the heap while
     /// another greenlet uses its run stack (0 while its bytes are in
     /// place, and always 0 for a greenlet with a stack of its own): what
-    /// the parked greenlet costs in stack memory.
+    /// the parked greenlet costs in stack memory. Runs of 256 zero bytes
+    /// or more (a zeroed buffer's unused part) are not stored, on x86-64,
+    /// so this can be less than its stack's depth.
     pub saved: usize,
 }
