@@ -394,7 +394,9 @@ fn a_zeroed_buffer_is_not_stored_and_comes_back_intact() {
         !zeroed.is_empty() && !full.is_empty(),
         "{zeroed:?} {full:?}"
     );
-    if cfg!(target_arch = "x86_64") {
+    // Under AddressSanitizer a local array may live on its fake stack (on
+    // the heap), not on the greenlet's: nothing to compare there.
+    if cfg!(all(target_arch = "x86_64", not(greenhouse_asan))) {
         // The zeroed buffers' runs are left out: they store at least 3.5
         // KiB fewer than the same frames with a full buffer.
         let least_full = full.iter().min().unwrap();
