@@ -219,10 +219,13 @@ fn fit(buf: &mut Box<[MaybeUninit<u8>]>, len: usize) {
 }
 
 /// The zero runs of `[low, top)` worth leaving out, as (offset from `low`,
-/// length), low to high.
+/// length), low to high. The blocks are read as the iterator advances,
+/// not when it is made.
 ///
 /// # Safety
-/// `[low, top)` is mapped, readable memory that nothing writes meanwhile.
+/// `[low, top)` is mapped, readable memory that nothing writes for as long
+/// as the iterator is used (`save_sparse` consumes it at once, twice, and
+/// both passes must see the same bytes).
 #[cfg(target_arch = "x86_64")]
 unsafe fn holes(low: usize, top: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut a = low.next_multiple_of(BLOCK);
